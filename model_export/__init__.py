@@ -1,0 +1,1 @@
+"""Model side of shopcast: simulator, data, PyTorch model, training, evaluation, ONNX export."""

@@ -1,0 +1,1 @@
+"""Command-line entry points of the serving side; one module per subcommand."""

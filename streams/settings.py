@@ -1,0 +1,103 @@
+"""All runtime configuration in one frozen object, read once from ``SHOPCAST_*`` variables.
+
+A ``.env`` file in the working directory is read too (the environment wins).
+A bad value fails at start with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BUNDLE = Path(__file__).parent / "default_bundle"
+ENV_PREFIX = "SHOPCAST_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """shopcast's configuration. Every field is set by ``SHOPCAST_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", frozen=True,
+        extra="ignore",
+    )
+
+    # Kafka connection
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    # Topics
+    app_id: str = Field("shopcast", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    events_topic: str = "shop.events"
+    predictions_topic: str = "shop.predictions"
+    dlq_topic: str = "shop.events.dlq"
+    erasure_topic: str = "shop.erasure"
+    audit_topic: str = "shop.erasure.audit"
+    partitions: int = Field(6, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=32)
+
+    # Windows and scoring
+    window_length: int = Field(50, ge=1, le=255)
+    window_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    bundle_path: Path = DEFAULT_BUNDLE
+    batch_size: int = Field(256, ge=1, le=10_000)
+    batch_max_wait_ms: int = Field(10, ge=0, le=10_000)
+    top_k: int = Field(10, ge=1, le=100)
+    max_future_seconds: int = Field(24 * 3600, ge=0)
+    inference_threads: int = Field(1, ge=1, le=64)
+
+    # State and guarantees
+    store: Literal["memory", "rocksdb"] = "memory"
+    data_dir: Path = Path("./shopcast-data")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    standby_replicas: int = Field(0, ge=0, le=8)
+    pseudonym_secret: SecretStr | None = None
+
+    # Operations
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9100, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "SHOPCAST_SECURITY_PROTOCOL is SASL: set SHOPCAST_SASL_USERNAME and "
+                "SHOPCAST_SASL_PASSWORD too")
+        return self
+
+    @property
+    def window_ttl_ms(self) -> int:
+        """The window TTL (the retention period of a user's events) in milliseconds."""
+        return self.window_ttl_seconds * 1000
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one message per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            name = f"{ENV_PREFIX}{where.upper()}" if where else "settings"
+            value = err.get("input")
+            shown = "" if where == "" or "password" in where or "secret" in where \
+                else f" (got {value!r})"
+            lines.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
