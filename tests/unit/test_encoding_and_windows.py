@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 
 from streams.contracts import Event
-from streams.encoding import (GAP_FIRST, NONE, UNKNOWN, Encoder, EncodingSpec, Vocabulary,
-                              batch_inputs, gap_bucket, query_features)
+from streams.encoding import (
+    GAP_FIRST,
+    NONE,
+    UNKNOWN,
+    Encoder,
+    EncodingSpec,
+    Vocabulary,
+    batch_inputs,
+    gap_bucket,
+    query_features,
+)
 from streams.window import HEADER_BYTES, UserWindow, WindowFormatError, encode_history
 
 SPEC = EncodingSpec()
