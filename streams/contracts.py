@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -255,7 +256,7 @@ class ItemScore:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """Prediction v1: what the model expects this user to do next."""
+    """Prediction v1: what the model expects this user to do next (the decoded form)."""
 
     event_id: str
     user_id: str
@@ -267,16 +268,34 @@ class Prediction:
     purchase_probability: float
     next_event_seconds: float
 
-    def to_json(self) -> bytes:
-        """Prediction v1 as UTF-8 JSON bytes."""
-        return orjson.dumps({
-            "event_id": self.event_id,
-            "user_id": self.user_id,
-            "event_ts": self.event_ts,
-            "scored_at": self.scored_at,
-            "model_version": self.model_version,
-            "next_action": self.next_action,
-            "next_items": [{"item_id": s.item_id, "score": s.score} for s in self.next_items],
-            "purchase_probability": self.purchase_probability,
-            "next_event_seconds": self.next_event_seconds,
-        })
+    @classmethod
+    def from_json(cls, data: bytes) -> Prediction:
+        """Decode a Prediction v1 message, as a subscriber would."""
+        obj = orjson.loads(data)
+        return cls(
+            event_id=obj["event_id"], user_id=obj["user_id"], event_ts=obj["event_ts"],
+            scored_at=obj["scored_at"], model_version=obj["model_version"],
+            next_action=obj["next_action"],
+            next_items=[ItemScore(i["item_id"], i["score"]) for i in obj["next_items"]],
+            purchase_probability=obj["purchase_probability"],
+            next_event_seconds=obj["next_event_seconds"],
+        )
+
+
+def encode_prediction(event: Event, *, scored_at: int, model_version: str,
+                      next_action: list[float], item_ids: Sequence[str],
+                      item_scores: Sequence[float], purchase_probability: float,
+                      next_event_seconds: float) -> bytes:
+    """Prediction v1 as UTF-8 JSON bytes (the hot path: no intermediate objects)."""
+    return orjson.dumps({
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "event_ts": event.ts_ms,
+        "scored_at": scored_at,
+        "model_version": model_version,
+        "next_action": dict(zip(ACTIONS, next_action, strict=True)),
+        "next_items": [{"item_id": i, "score": s}
+                       for i, s in zip(item_ids, item_scores, strict=True)],
+        "purchase_probability": purchase_probability,
+        "next_event_seconds": next_event_seconds,
+    })
