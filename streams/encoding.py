@@ -176,6 +176,8 @@ class Encoder:
         self.items = items
         self.categories = categories
         self.dtype = record_dtype(spec)
+        # 16 bits of the item vocabulary's digest, stamped on every stored window.
+        self.vocab_tag = int(items.digest()[:4], 16)
 
     def encode(self, event: Event, previous_ts_ms: int | None) -> np.ndarray:
         """One event as a 0-d record of :func:`record_dtype`."""

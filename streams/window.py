@@ -1,11 +1,16 @@
 """A user's rolling window of recent encoded events, stored as compact bytes.
 
-Layout (little endian): a 20-byte header -- format version (u1), number of
-events (u1), two reserved bytes, the event time of the newest event (i8, ms)
-and the wall-clock time of the last update (i8, ms) -- followed by the
-records, oldest first. With the default encoding a full 50-event window is
-1,020 bytes. Bytes, not pickled objects, so the changelog is safe to read and
-cheap to ship.
+Layout (little endian): an 18-byte header -- format version (u1), number of
+events (u1), the Kafka partition the window lives on (u2), a tag of the item
+vocabulary the records were encoded with (u2), the event time of the newest
+event (i8, ms) and the wall-clock second of the last update (u4) -- followed
+by the records, oldest first. With the default encoding a full 50-event
+window is 1,018 bytes. Bytes, not pickled objects, so the changelog is safe
+to read and cheap to ship.
+
+The partition lets the expiry sweep tombstone a window on the right changelog
+partition; the vocabulary tag lets a worker that swaps in a bundle with a new
+vocabulary recognise windows encoded under the old one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from streams.contracts import Event
 from streams.encoding import Encoder
 
 FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BBxxqq")
+_HEADER = struct.Struct("<BBHHqI")
 HEADER_BYTES = _HEADER.size
 
 
@@ -33,7 +38,9 @@ class UserWindow:
 
     records: np.ndarray
     last_ts_ms: int
-    updated_ms: int
+    updated_s: int
+    partition: int = 0
+    vocab_tag: int = 0
 
     def __len__(self) -> int:
         """Number of events held."""
@@ -42,14 +49,14 @@ class UserWindow:
     @classmethod
     def empty(cls, encoder: Encoder) -> UserWindow:
         """A window with no events yet."""
-        return cls(np.zeros(0, dtype=encoder.dtype), 0, 0)
+        return cls(np.zeros(0, dtype=encoder.dtype), 0, 0, 0, encoder.vocab_tag)
 
     @classmethod
     def from_bytes(cls, data: bytes, encoder: Encoder) -> UserWindow:
         """Parse stored bytes; raises :class:`WindowFormatError` if they do not fit."""
         if len(data) < HEADER_BYTES:
             raise WindowFormatError(f"window has {len(data)} bytes, shorter than its header")
-        version, count, last_ts, updated = _HEADER.unpack_from(data)
+        version, count, partition, tag, last_ts, updated = _HEADER.unpack_from(data)
         if version != FORMAT_VERSION:
             raise WindowFormatError(f"window format version {version}, expected {FORMAT_VERSION}")
         body = memoryview(data)[HEADER_BYTES:]
@@ -58,11 +65,12 @@ class UserWindow:
                 f"window holds {len(body)} record bytes for {count} events of "
                 f"{encoder.dtype.itemsize} bytes: it was written with another encoding")
         records = np.frombuffer(body, dtype=encoder.dtype, count=count)
-        return cls(records, last_ts, updated)
+        return cls(records, last_ts, updated, partition, tag)
 
     def to_bytes(self) -> bytes:
         """The compact stored form."""
-        header = _HEADER.pack(FORMAT_VERSION, len(self.records), self.last_ts_ms, self.updated_ms)
+        header = _HEADER.pack(FORMAT_VERSION, len(self.records), self.partition, self.vocab_tag,
+                              self.last_ts_ms, self.updated_s)
         return header + self.records.tobytes()
 
     def position_of(self, event_hash: int) -> int | None:
@@ -70,7 +78,8 @@ class UserWindow:
         hits = np.flatnonzero(self.records["event"] == event_hash)
         return int(hits[-1]) if len(hits) else None
 
-    def append(self, event: Event, encoder: Encoder, *, now_ms: int, ttl_ms: int) -> UserWindow:
+    def append(self, event: Event, encoder: Encoder, *, now_ms: int, ttl_ms: int,
+               max_len: int | None = None, partition: int | None = None) -> UserWindow:
         """A new window with ``event`` added last and the oldest events dropped past max_len.
 
         When the user has been inactive for longer than ``ttl_ms`` (in event
@@ -78,20 +87,21 @@ class UserWindow:
         as if the user were new: replaying a log gives the same windows however
         fast it is replayed.
         """
+        limit = encoder.spec.max_len if max_len is None else max_len
         fresh = len(self.records) == 0 or event.ts_ms - self.last_ts_ms > ttl_ms
         previous = None if fresh else self.last_ts_ms
         record = encoder.encode(event, previous).reshape(1)
-        kept = self.records[-(encoder.spec.max_len - 1):] if not fresh else self.records[:0]
-        if encoder.spec.max_len == 1:
-            kept = self.records[:0]
+        keep = 0 if fresh else min(len(self.records), limit - 1)
+        kept = self.records[len(self.records) - keep:]
         records = np.concatenate([kept, record])
         # Out-of-order events keep the newest time so gaps never go negative.
         last_ts = event.ts_ms if fresh else max(self.last_ts_ms, event.ts_ms)
-        return UserWindow(records, last_ts, now_ms)
+        return UserWindow(records, last_ts, now_ms // 1000,
+                          self.partition if partition is None else partition, encoder.vocab_tag)
 
     def expired(self, now_ms: int, ttl_ms: int) -> bool:
         """True when the window has not been updated for longer than the TTL (wall clock)."""
-        return now_ms - self.updated_ms > ttl_ms
+        return now_ms - self.updated_s * 1000 > ttl_ms
 
 
 def encode_history(events: list[Event], encoder: Encoder, ttl_ms: int) -> list[np.ndarray]:

@@ -69,10 +69,11 @@ def test_full_window_is_at_most_one_kilobyte(encoder):
 def test_window_round_trips_and_keeps_newest(encoder):
     window = UserWindow.empty(encoder)
     for n in range(60):
-        window = window.append(click(n, 1000 * n), encoder, now_ms=5, ttl_ms=DAY_MS)
+        window = window.append(click(n, 1000 * n), encoder, now_ms=5_000, ttl_ms=DAY_MS)
     again = UserWindow.from_bytes(window.to_bytes(), encoder)
     assert np.array_equal(again.records, window.records)
-    assert (again.last_ts_ms, again.updated_ms) == (59_000, 5)
+    assert (again.last_ts_ms, again.updated_s) == (59_000, 5)
+    assert again.vocab_tag == encoder.vocab_tag
     assert again.position_of(encoder.encode(click(59, 0), None)["event"]) == SPEC.max_len - 1
     assert again.position_of(encoder.encode(click(0, 0), None)["event"]) is None
 

@@ -1,0 +1,113 @@
+"""What happens to one incoming record, without Faust: decode, route, update the window.
+
+The Faust agent (``streams/app.py``) only wires this to Kafka: for each
+record it calls :meth:`Pipeline.admit` with the window table, then scores the
+batch of admitted events in a thread. Everything here is plain Python over a
+``MutableMapping[bytes, bytes]`` (the Faust table in production, a dict in
+tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from streams.contracts import DeadLetter, Event, Rejection, decode_event
+from streams.encoding import Encoder, event_hash
+from streams.privacy import pseudonymous_key
+from streams.window import UserWindow, WindowFormatError
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One Kafka record as the pipeline sees it."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A valid event and the window (ending with it) that the model scores."""
+
+    event: Event
+    records: np.ndarray
+    duplicate: bool
+    window_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rekey:
+    """A valid event whose Kafka key is not its user id: send it on, keyed by user."""
+
+    user_id: str
+    value: bytes
+
+
+Outcome = Ready | DeadLetter | Rekey
+
+
+class Pipeline:
+    """Admits records into users' windows; one instance per worker."""
+
+    def __init__(self, encoder: Encoder, *, window_length: int, ttl_ms: int,
+                 max_future_ms: int, pseudonym_secret: bytes | None = None,
+                 rekey_topic: str | None = None) -> None:
+        if window_length > encoder.spec.max_len:
+            raise ValueError(f"SHOPCAST_WINDOW_LENGTH={window_length} exceeds the bundle's "
+                             f"max_len {encoder.spec.max_len}")
+        self.encoder = encoder
+        self.window_length = window_length
+        self.ttl_ms = ttl_ms
+        self.max_future_ms = max_future_ms
+        self.secret = pseudonym_secret
+        self.rekey_topic = rekey_topic
+
+    def window_key(self, user_id: str) -> bytes:
+        """The table key of a user's window (a keyed hash when a secret is set)."""
+        return pseudonymous_key(user_id, self.secret)
+
+    def admit(self, record: Incoming, windows: MutableMapping[bytes, bytes], *,
+              now_ms: int) -> Outcome:
+        """Validate one record and, if it is a valid event, add it to its user's window.
+
+        A redelivered event (same event id already in the window) is not added
+        again; it is scored on the window as it was when the event entered, so
+        its prediction repeats the original one.
+        """
+        result = decode_event(record.value, now_ms=now_ms, max_future_ms=self.max_future_ms)
+        if isinstance(result, Rejection):
+            return DeadLetter(record.value, result.reason, result.message, record.topic,
+                              record.partition, record.offset, now_ms, key=record.key)
+        event = result
+        if (self.rekey_topic is not None and record.topic != self.rekey_topic
+                and record.key != event.user_id.encode("utf-8")):
+            assert record.value is not None
+            return Rekey(event.user_id, record.value)
+        key = self.window_key(event.user_id)
+        window = self._load(windows, key)
+        position = window.position_of(event_hash(event.event_id))
+        if position is not None:
+            records = window.records[: position + 1]
+            return Ready(event, records, duplicate=True, window_length=len(window))
+        window = window.append(event, self.encoder, now_ms=now_ms, ttl_ms=self.ttl_ms,
+                               max_len=self.window_length, partition=record.partition)
+        windows[key] = window.to_bytes()
+        return Ready(event, window.records, duplicate=False, window_length=len(window))
+
+    def _load(self, windows: MutableMapping[bytes, bytes], key: bytes) -> UserWindow:
+        stored = windows.get(key)
+        if stored is None:
+            return UserWindow.empty(self.encoder)
+        try:
+            return UserWindow.from_bytes(stored, self.encoder)
+        except WindowFormatError:
+            # A window written under another encoding (a new bundle with a new
+            # vocabulary layout) cannot be read; start the user afresh rather
+            # than feed the model garbage.
+            return UserWindow.empty(self.encoder)
