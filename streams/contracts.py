@@ -47,6 +47,7 @@ REASONS: dict[str, str] = {
     "bad_value": "a field's value is out of its allowed range",
     "unknown_event_type": "the event type is not one of " + ", ".join(ACTIONS),
     "bad_timestamp": "the timestamp is unparseable or implausible",
+    "scoring_failed": "the event was valid but the model failed on its batch (see worker logs)",
 }
 
 

@@ -39,6 +39,7 @@ class Ready:
     records: np.ndarray
     duplicate: bool
     window_length: int
+    source: Incoming
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +95,12 @@ class Pipeline:
         position = window.position_of(event_hash(event.event_id))
         if position is not None:
             records = window.records[: position + 1]
-            return Ready(event, records, duplicate=True, window_length=len(window))
+            return Ready(event, records, duplicate=True, window_length=len(window), source=record)
         window = window.append(event, self.encoder, now_ms=now_ms, ttl_ms=self.ttl_ms,
                                max_len=self.window_length, partition=record.partition)
         windows[key] = window.to_bytes()
-        return Ready(event, window.records, duplicate=False, window_length=len(window))
+        return Ready(event, window.records, duplicate=False, window_length=len(window),
+                     source=record)
 
     def _load(self, windows: MutableMapping[bytes, bytes], key: bytes) -> UserWindow:
         stored = windows.get(key)
