@@ -1,0 +1,234 @@
+"""Checkpoint to bundle: ONNX export, parity check, optional int8, evaluation, bundle.
+
+The graph is exported with the dynamo-based ``torch.onnx.export`` and
+symbolic ``batch`` and ``seq`` dimensions. The TorchScript exporter can bake
+the example's sequence length into reshapes, and a graph that only works for
+one length would pass a single-shape test, so the parity check runs real
+windows at several batch sizes and lengths and fails the export when onnxruntime
+and PyTorch disagree by more than :data:`PARITY_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model_export.bundle_writer import write_bundle
+from model_export.checkpoint import Checkpoint
+from model_export.data import EventLog, Prepared, prepare, read_events
+from model_export.model import NextActionModel, Predictor
+from streams.bundle import load_bundle
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+DEFAULT_TOP_K = 100
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch model."""
+
+
+@dataclass
+class ParityResult:
+    """Largest differences between onnxruntime and PyTorch over every checked shape."""
+
+    max_abs_diff: float
+    shapes: list[tuple[int, int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the manifest."""
+        return {"max_abs_diff": self.max_abs_diff, "shapes": [list(s) for s in self.shapes],
+                "tolerance": PARITY_TOLERANCE}
+
+
+def export_onnx(model: NextActionModel, path: Path, top_k: int = DEFAULT_TOP_K) -> Path:
+    """Export the model's :class:`Predictor` to ONNX with dynamic batch and sequence axes."""
+    from torch.export import Dim
+
+    predictor = Predictor(model, top_k).eval()
+    example = _example_inputs(model.cfg.query_slots)
+    batch, seq = Dim("batch"), Dim("seq")
+    dynamic = {name: {0: batch, 1: seq} for name in MODEL_INPUTS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's chatter about axis names
+        _quiet_exporter_logs()
+        program = torch.onnx.export(
+            predictor, example, dynamo=True, dynamic_shapes=dynamic, opset_version=OPSET,
+            input_names=list(MODEL_INPUTS), output_names=list(MODEL_OUTPUTS), verbose=False)
+    assert program is not None
+    program.save(str(path))
+    return path
+
+
+def _quiet_exporter_logs() -> None:
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _example_inputs(query_slots: int) -> tuple[torch.Tensor, ...]:
+    # Any plausible values: batch 2 and length 5, both different from 1 so that the
+    # exporter cannot specialise them, with some left padding.
+    actions = torch.tensor([[0, 0, 1, 3, 4], [1, 2, 3, 3, 5]])
+    real = (actions > 0).long()
+    items = torch.tensor([[0, 0, 3, 4, 5], [3, 1, 4, 4, 6]]) * real
+    categories = torch.tensor([[0, 0, 3, 3, 4], [3, 1, 3, 3, 4]]) * real
+    gaps = torch.tensor([[0, 0, 1, 3, 4], [1, 5, 3, 2, 6]]) * real
+    queries = torch.zeros(2, 5, query_slots, dtype=torch.long)
+    queries[1, 1] = torch.arange(1, query_slots + 1)
+    return items, categories, actions, gaps, queries
+
+
+def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, torch.Tensor],
+                 top_k: int = DEFAULT_TOP_K) -> ParityResult:
+    """Compare onnxruntime with PyTorch on real windows of several batch sizes and lengths.
+
+    Raises :class:`ExportError` when any output differs by more than
+    :data:`PARITY_TOLERANCE`. Items are compared by probability, not by
+    index, so two items with equal scores in a different order are no failure.
+    """
+    import onnxruntime as ort
+
+    predictor = Predictor(model, top_k).eval()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    n, length = samples["actions"].shape
+    shapes = sorted({(1, 1), (1, length), (min(3, n), min(7, length)),
+                     (n, max(1, length // 2)), (n, length), (min(5, n), length)})
+    worst = 0.0
+    for b, t in shapes:
+        inputs = {k: v[:b, -t:].contiguous() for k, v in samples.items()}
+        with torch.no_grad():
+            ref = [o.numpy() for o in predictor(*(inputs[k] for k in MODEL_INPUTS))]
+            full = torch.softmax(model.item_logits(
+                model(*(inputs[k] for k in MODEL_INPUTS))[:, -1]), dim=-1).numpy()
+        got = session.run(list(MODEL_OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
+        action, items, scores, purchase, seconds = got
+        if items.shape != ref[1].shape or (items < 3).any():
+            raise ExportError(f"ONNX top_items has shape {items.shape} or reserved indices at "
+                              f"batch {b}, length {t}")
+        diffs = {
+            "next_action": np.abs(action - ref[0]).max(),
+            "top_scores": np.abs(scores - ref[2]).max(),
+            "top_items (their PyTorch probability)":
+                np.abs(np.take_along_axis(full, items, axis=1) - scores).max(),
+            "purchase_probability": np.abs(purchase - ref[3]).max(),
+            # Seconds span 0..1e6: compare on the log scale the head predicts in.
+            "next_event_seconds (log1p)": np.abs(np.log1p(seconds) - np.log1p(ref[4])).max(),
+        }
+        for name, diff in diffs.items():
+            if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+                raise ExportError(f"ONNX and PyTorch disagree on {name} by {diff:.3g} (limit "
+                                  f"{PARITY_TOLERANCE:g}) at batch {b}, length {t}: the export "
+                                  "is broken; the bundle was not written")
+            worst = max(worst, float(diff))
+    return ParityResult(worst, shapes)
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic int8 quantization of the weights (activations stay float)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    return target
+
+
+def export_bundle(checkpoint: Checkpoint, out: Path | str, *, top_k: int = DEFAULT_TOP_K,
+                  int8: bool = False, log: EventLog | None = None,
+                  oracle: Path | str | None = None, threads: int = 1,
+                  plot: bool = True, data: Prepared | None = None) -> Path:
+    """Export a checkpoint to a verified bundle, evaluated on ``log``'s test split if given.
+
+    Without ``log``, the log the checkpoint was trained on is used when it is
+    still at its recorded path with the same sha256; otherwise the bundle
+    carries the validation metrics only and says so.
+    """
+    from model_export.evaluate import evaluate, plot_by_history_length
+
+    if log is None:
+        log = _training_log(checkpoint)
+    if int8 and log is None:
+        raise ValueError("--int8 records the metric change, so it needs the event log: pass "
+                         "--events FILE (the log the model was trained on)")
+    if log is not None and data is None:
+        data = prepare(log, checkpoint.spec, ttl_seconds=checkpoint.ttl_seconds,
+                       horizon_seconds=checkpoint.horizon_seconds,
+                       vocabularies=(checkpoint.items, checkpoint.categories))
+    model = checkpoint.model()
+    top_k = min(top_k, checkpoint.config.n_items - 3)
+    with tempfile.TemporaryDirectory(prefix="shopcast-export-") as tmp:
+        work = Path(tmp)
+        onnx_path = export_onnx(model, work / "fp32.onnx", top_k)
+        parity = parity_check(model, onnx_path, checkpoint.samples, top_k)
+        common = _bundle_fields(checkpoint, top_k)
+        common["model"]["parity"] = parity.to_dict()
+        common["model"]["exporter"] = {"name": "torch.onnx.export(dynamo=True)", "opset": OPSET,
+                                       "torch": torch.__version__}
+        validation = checkpoint.training.get("validation", {})
+        report: dict[str, Any] = {"validation": validation,
+                                  "training": _training_summary(checkpoint)}
+        metrics: dict[str, Any] = {"validation": validation}
+        extra: dict[str, Path] = {}
+        if log is not None:
+            staged = write_bundle(work / "fp32", onnx_file=onnx_path, metrics={}, report={},
+                                  quantized=False, **common)
+            report.update(evaluate(load_bundle(staged), log, oracle=oracle, threads=threads,
+                                   data=data))
+            metrics = {"model": report["model"], "baselines": report["baselines"],
+                       "n_test": report["n_test"], "validation": validation}
+        if int8:
+            assert log is not None
+            onnx_path = quantize_int8(onnx_path, work / "int8.onnx")
+            staged = write_bundle(work / "int8", onnx_file=onnx_path, metrics={}, report={},
+                                  quantized=True, **common)
+            fp32 = report["model"]
+            quantized = evaluate(load_bundle(staged), log, oracle=oracle, threads=threads,
+                                 data=data)
+            change = {k: None if fp32.get(k) is None or v is None else round(v - fp32[k], 6)
+                      for k, v in quantized["model"].items() if k not in ("n", "n_with_item")}
+            report.update(quantized)
+            report["model_fp32"] = fp32
+            report["int8_change"] = change
+            metrics.update(model=quantized["model"], model_fp32=fp32, int8_change=change)
+        if log is not None and plot:
+            extra["evaluation.png"] = plot_by_history_length(report, work / "evaluation.png")
+        if log is None:
+            report["note"] = ("not evaluated on a test split: the training log was not "
+                              "available; run 'shopcast evaluate BUNDLE EVENTS'")
+        return write_bundle(out, onnx_file=onnx_path, metrics=metrics, report=report,
+                            quantized=int8, extra_files=extra, **common)
+
+
+def _bundle_fields(ckpt: Checkpoint, top_k: int) -> dict[str, Any]:
+    training = ckpt.training
+    return {
+        "spec": ckpt.spec, "items": ckpt.items, "categories": ckpt.categories, "top_k": top_k,
+        "horizon_seconds": ckpt.horizon_seconds, "ttl_seconds": ckpt.ttl_seconds,
+        "model": {"architecture": "causal self-attention (pre-LN, rotary)",
+                  **ckpt.config.to_dict()},
+        "training_data": {"sha256": training.get("sha256"), "events": training.get("events"),
+                          "users": training.get("users"), "path": training.get("path")},
+    }
+
+
+def _training_summary(ckpt: Checkpoint) -> dict[str, Any]:
+    keep = ("epochs_run", "best_epoch", "seconds", "seed", "options", "train_sequences")
+    return {k: ckpt.training[k] for k in keep if k in ckpt.training}
+
+
+def _training_log(ckpt: Checkpoint) -> EventLog | None:
+    path = ckpt.training.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    log = read_events(path)
+    if log.sha256 != ckpt.training.get("sha256"):
+        logging.getLogger(__name__).warning(
+            "%s changed since training (sha256 differs); not evaluating on it", path)
+        return None
+    return log

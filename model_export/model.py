@@ -1,0 +1,219 @@
+"""The next-action model: a small causal self-attention network over a user's window.
+
+nanoGPT-shaped and SASRec-sized. Each event is the sum of embeddings of its
+item, category, action, time-gap bucket and hashed search-query features; a
+stack of pre-LayerNorm blocks with causal self-attention (rotary positions, so
+only distances between events matter and left padding changes nothing) reads
+the window; four heads read every position:
+
+- next action: 5-way logits, in the order of ``streams.contracts.ACTIONS``;
+- next item: a score for every catalogue item, the dot product with the same
+  item embeddings the input uses (tied), plus a per-item bias;
+- purchase within the horizon: one logit;
+- time to the next event: the median of log(1 + seconds), trained with L1.
+
+Inputs are left-padded int64 tensors; padding is where ``actions == 0``.
+:class:`Predictor` wraps the model into the ONNX interface of the bundle: it
+reads the last position, takes softmax and top-k over the catalogue.
+``forward`` is tensor code only, so it exports to ONNX as written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual torch spelling
+from torch import nn
+
+from streams.encoding import FIRST_TOKEN, EncodingSpec
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the model; saved with the weights in every checkpoint."""
+
+    n_items: int  # item vocabulary size, reserved indices included
+    n_categories: int
+    n_actions: int = 5  # action classes; inputs use 0 for padding and 1..5 for actions
+    gap_buckets: int = 32
+    query_buckets: int = 4096
+    query_slots: int = 4
+    max_len: int = 50
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 2
+    dropout: float = 0.2
+    rope_base: float = 10_000.0
+
+    @classmethod
+    def for_encoding(cls, spec: EncodingSpec, n_items: int, n_categories: int,
+                     **overrides: object) -> ModelConfig:
+        """A config whose embedding tables fit an encoding spec and its vocabularies."""
+        return cls(n_items=n_items, n_categories=n_categories, n_actions=len(spec.actions),
+                   gap_buckets=spec.gap_buckets, query_buckets=spec.query_buckets,
+                   query_slots=spec.query_slots, max_len=spec.max_len,
+                   **overrides)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for checkpoints and manifests."""
+        return asdict(self)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: rotate feature pairs by a position-dependent angle."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2) each
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention, written out so every shape stays symbolic in ONNX."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        assert cfg.d_model % cfg.n_heads == 0, "d_model must be a multiple of n_heads"
+        self.n_heads = cfg.n_heads
+        self.d_head = cfg.d_model // cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, T, C); ``allowed`` (B, 1, T, T) says which keys each query may read."""
+        B, T, C = x.shape  # noqa: N806 - the conventional shape names
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, T, T)
+        att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
+        att = self.attn_drop(F.softmax(att, dim=-1))
+        y = att @ v  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+            nn.Linear(4 * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        x = x + self.attn(self.ln_1(x), cos, sin, allowed)
+        return x + self.mlp(self.ln_2(x))
+
+
+class NextActionModel(nn.Module):
+    """The sequence model; :meth:`forward` gives one hidden state per position."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.item = nn.Embedding(cfg.n_items, d, padding_idx=0)
+        self.category = nn.Embedding(cfg.n_categories, d, padding_idx=0)
+        self.action = nn.Embedding(cfg.n_actions + 1, d, padding_idx=0)
+        self.gap = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
+        self.query = nn.Embedding(cfg.query_buckets, d, padding_idx=0)  # slot 0 = empty
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.action_head = nn.Linear(d, cfg.n_actions)
+        self.purchase_head = nn.Linear(d, 1)
+        self.time_head = nn.Linear(d, 1)
+        self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
+        d_head = d // cfg.n_heads
+        inv_freq = cfg.rope_base ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
+        # Reserved item indices (pad, no item, unknown) are never a prediction.
+        reserved = torch.zeros(cfg.n_items, dtype=torch.bool)
+        reserved[:FIRST_TOKEN] = True
+        self.register_buffer("reserved", reserved, persistent=False)  # (V,)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
+                gaps: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Hidden state of every position, (B, T, C); only real positions are meaningful."""
+        T = actions.shape[1]  # noqa: N806
+        valid = actions > 0  # (B, T) left padding has action 0
+        q_emb = self.query(queries)  # (B, T, S, C), empty slots embed to zero
+        q_count = (queries > 0).sum(dim=2, keepdim=True).clamp(min=1)  # (B, T, 1)
+        x = (self.item(items) + self.category(categories) + self.action(actions)
+             + self.gap(gaps) + q_emb.sum(dim=2) / q_count)  # (B, T, C)
+        x = self.drop(x)
+        # Rotary angles depend on the position only; computed here so any T works.
+        pos = torch.arange(T, device=actions.device, dtype=torch.float32)  # (T,)
+        angles = pos[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        cos, sin = angles.cos(), angles.sin()
+        # A query reads earlier real events and itself: a padding position reads only
+        # itself, so no softmax row is ever empty (no NaN) and real rows never see padding.
+        idx = torch.arange(T, device=actions.device)
+        causal = idx[None, :] <= idx[:, None]  # (T, T)
+        allowed = (causal[None] & valid[:, None, :]) | (idx[None, :] == idx[:, None])[None]
+        allowed = allowed[:, None]  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, cos, sin, allowed)
+        return self.ln_f(x)  # (B, T, C)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores of every catalogue item, (..., C) -> (..., V); reserved items at -inf."""
+        logits = h @ self.item.weight.t() + self.item_bias  # (..., V)
+        return logits.masked_fill(self.reserved, float("-inf"))
+
+    def action_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., 5) next-action logits."""
+        return self.action_head(h)
+
+    def purchase_logit(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (...) logit of a purchase within the horizon."""
+        return self.purchase_head(h).squeeze(-1)
+
+    def log_seconds(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (...) predicted median of log(1 + seconds to the next event)."""
+        return self.time_head(h).squeeze(-1)
+
+
+class Predictor(nn.Module):
+    """The bundle's ONNX interface: the last position's predictions, top-k inside the graph."""
+
+    def __init__(self, model: NextActionModel, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        # Never ask for more items than the catalogue has (reserved indices excluded).
+        self.top_k = min(top_k, model.cfg.n_items - FIRST_TOKEN)
+
+    def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
+                gaps: torch.Tensor, queries: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase, seconds."""
+        h = self.model(items, categories, actions, gaps, queries)[:, -1]  # (B, C)
+        next_action = F.softmax(self.model.action_logits(h), dim=-1)  # (B, 5)
+        probs = F.softmax(self.model.item_logits(h), dim=-1)  # (B, V)
+        top_scores, top_items = torch.topk(probs, self.top_k, dim=-1)  # (B, K) each
+        purchase = torch.sigmoid(self.model.purchase_logit(h))  # (B,)
+        seconds = torch.expm1(self.model.log_seconds(h)).clamp(min=0.0)  # (B,)
+        return next_action, top_items, top_scores, purchase, seconds

@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny trained bundle built with the repo's own training and export.
+
+``tiny_bundle`` trains a small model on a small simulated log (the repo's
+simulator when it is importable, else :mod:`tests.toy_shop`), exports it with
+the same code as ``shopcast export`` and returns the bundle directory. It is
+built once per test session, in a temporary directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.toy_shop import write_toy_log
+
+
+@pytest.fixture(scope="session")
+def tiny_log(tmp_path_factory) -> Path:
+    """A small JSON Lines event log (about 120 users, 48 items)."""
+    return write_toy_log(tmp_path_factory.mktemp("tiny-log") / "events.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_log, tmp_path_factory):
+    """(checkpoint path, checkpoint) of a tiny model trained on ``tiny_log``."""
+    from model_export.data import read_events
+    from model_export.train import TrainOptions, train
+
+    options = TrainOptions(epochs=3, batch_size=64, d_model=32, max_len=20, patience=2,
+                           seed=1, threads=1, quiet=True)
+    checkpoint, _ = train(read_events(tiny_log), options, log_path=str(tiny_log))
+    path = checkpoint.save(tmp_path_factory.mktemp("tiny-checkpoint") / "tiny.pt")
+    return path, checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_trained, tiny_log, tmp_path_factory) -> Path:
+    """Path of a verified model bundle (accepted by ``streams.bundle.load_bundle``)."""
+    from model_export.data import read_events
+    from model_export.export import export_bundle
+
+    _, checkpoint = tiny_trained
+    out = tmp_path_factory.mktemp("tiny-bundle") / "bundle"
+    return export_bundle(checkpoint, out, top_k=20, log=read_events(tiny_log), plot=False)
