@@ -1,0 +1,113 @@
+"""Shoppers: how often they come back, when in the day, and what they like (drifting over time).
+
+A user's taste is a vector of logits over departments: a shop-wide base, a
+few strong favourites, and a deviation that follows an Ornstein-Uhlenbeck
+walk in time, so tastes drift between visits and now and then a new interest
+appears. Each visit (session) draws its intent department from the current
+taste, so the recent sessions of a user say a lot about the next one.
+
+Visits follow a daily rhythm (few at night, most in the evening): the next
+session's start is drawn from the user's rate and then thinned by the hour
+of day. A quarter of returns are the same day ("I'll finish this later").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from model_export.simulator.catalogue import Catalogue
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+MIN_SESSION_GAP_MS = 35 * 60_000  # a pause of 30 minutes or more starts a new session
+
+# Relative visit intensity by hour of day (UTC, the shop's one time zone).
+RHYTHM = (0.14, 0.08, 0.05, 0.04, 0.05, 0.09, 0.22, 0.42, 0.58, 0.64, 0.68, 0.72,
+          0.80, 0.74, 0.68, 0.68, 0.72, 0.82, 0.96, 1.00, 0.97, 0.86, 0.62, 0.34)
+
+DRIFT_DAYS = 20.0  # memory of the taste deviation (OU time constant)
+DRIFT_SD = 0.9  # stationary spread of the deviation, in logits
+NEW_INTEREST_RATE = 0.03  # chance per session that a new favourite department appears
+SAME_DAY_RETURN = 0.25
+RATE_MEDIAN = 0.28  # sessions per day of the median user
+
+
+@dataclass
+class Profile:
+    """The fixed traits of one user."""
+
+    rate_per_day: float  # sessions per day, before the daily rhythm
+    base_taste: np.ndarray  # logits over departments
+    joined_ms: int
+    facet_loyalty: float  # how often they return to the facet they chose before
+
+
+def make_profile(catalogue: Catalogue, start_ms: int, end_ms: int, rng: random.Random
+                 ) -> Profile:
+    """Draw a user: activity (log-normal, heavy-tailed), favourite departments, join time."""
+    n = catalogue.n_departments
+    base = 0.6 * np.log(np.maximum(catalogue.department_weight, 1e-9))
+    weights = list(catalogue.department_weight)
+    for _ in range(1 + int(rng.random() < 0.6) + int(rng.random() < 0.3)):
+        fav = rng.choices(range(n), weights=weights)[0]
+        base[fav] += rng.uniform(2.4, 3.4)
+    rate = min(4.0, max(0.04, rng.lognormvariate(math.log(RATE_MEDIAN), 0.75)))
+    # Most users are there from the start; some arrive during the period.
+    if rng.random() < 0.75:
+        joined = start_ms
+    else:
+        joined = start_ms + int(rng.random() * max(0, end_ms - start_ms - 2 * DAY_MS))
+    return Profile(rate, base, joined, rng.uniform(0.3, 0.8))
+
+
+def drift(deviation: np.ndarray, gap_ms: int, nrng: np.random.Generator) -> np.ndarray:
+    """The taste deviation ``gap_ms`` later (an exact Ornstein-Uhlenbeck step)."""
+    a = math.exp(-gap_ms / (DRIFT_DAYS * DAY_MS))
+    out = a * deviation + DRIFT_SD * math.sqrt(1.0 - a * a) * nrng.standard_normal(
+        len(deviation))
+    if nrng.random() < NEW_INTEREST_RATE:
+        out[nrng.integers(len(out))] += 2.5
+    return out
+
+
+def taste_probabilities(profile: Profile, deviation: np.ndarray) -> np.ndarray:
+    """The current probability of each department being a session's intent."""
+    logits = profile.base_taste + deviation
+    ex = np.exp(logits - logits.max())
+    return ex / ex.sum()
+
+
+def draw_department(taste: np.ndarray, rng: random.Random) -> int:
+    """A department drawn from taste probabilities."""
+    cum = np.cumsum(taste)
+    return min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(cum) - 1)
+
+
+def next_session_start(profile: Profile, after_ms: int, cart_waiting: bool,
+                       rng: random.Random) -> int:
+    """When the user comes back after a session that ended at ``after_ms``.
+
+    An abandoned cart brings people back sooner: that is the signal a
+    purchase-within-24-hours prediction feeds on.
+    """
+    if rng.random() < SAME_DAY_RETURN:
+        t = after_ms + MIN_SESSION_GAP_MS + int(rng.lognormvariate(math.log(1.2), 0.8) * HOUR_MS)
+    else:
+        rate = profile.rate_per_day * (2.0 if cart_waiting else 1.0)
+        t = after_ms + MIN_SESSION_GAP_MS + int(rng.expovariate(rate) * DAY_MS)
+    # Thinning by the daily rhythm: a visit drawn at night is usually put off.
+    while rng.random() > RHYTHM[(t // HOUR_MS) % 24]:
+        t += int(rng.expovariate(1.0) * HOUR_MS)
+    return t
+
+
+def first_session_start(profile: Profile, rng: random.Random) -> int:
+    """When the user's first visit in the log happens."""
+    t = profile.joined_ms + int(rng.expovariate(profile.rate_per_day * 1.5) * DAY_MS)
+    while rng.random() > RHYTHM[(t // HOUR_MS) % 24]:
+        t += int(rng.expovariate(1.0) * HOUR_MS)
+    return t
