@@ -52,8 +52,8 @@ import orjson
 from model_export.simulator import funnel
 from model_export.simulator.catalogue import Catalogue
 from model_export.simulator.funnel import END, ITEM_ACTIONS, POINT, POOL, PURCHASE, Mixture
-from model_export.simulator.shopper import Shopper, begin_session, start_options
-from model_export.simulator.users import next_session_start
+from model_export.simulator.shopper import Shopper, begin_session
+from model_export.simulator.users import next_session_start, taste_probabilities
 from streams.contracts import ACTIONS
 
 HORIZON_MS = 86_400_000
@@ -118,6 +118,7 @@ def predict(shopper: Shopper, rng: random.Random, rollouts: int = DEFAULT_ROLLOU
             ) -> OraclePrediction:
     """The oracle for the event ``shopper`` is about to draw (its state is left untouched)."""
     cat, s = shopper.cat, shopper.s
+    nrng = np.random.default_rng(rng.getrandbits(64))
     weights = funnel.action_weights(s, cat)
     acc = _Accumulator(cat)
     for action in ITEM_ACTIONS:
@@ -126,62 +127,98 @@ def predict(shopper: Shopper, rng: random.Random, rollouts: int = DEFAULT_ROLLOU
     p_item = sum(weights[a] for a in ITEM_ACTIONS)
 
     p_end = weights[END]
-    start_actions = [0.0] * len(ACTIONS)
-    start_item = 0.0
-    exists_after_end = 0.0
+    end_weight = 0.0
+    start = _NextVisit(cat)
     if p_end > 0.0:
-        start_acc = _Accumulator(cat)
-        fallback_acc = _Accumulator(cat)
-        fallback_actions = [0.0] * len(ACTIONS)
-        accepted = tries = fallback = 0
-        while accepted < START_SAMPLES and tries < MAX_START_TRIES:
-            tries += 1
-            look = shopper.clone(rng)
-            start = next_session_start(look.profile, look.s.now, bool(look.s.cart), rng)
-            inside = start < shopper.end_ms
-            if not inside and fallback >= START_SAMPLES:
-                continue
-            begin_session(look, start)
-            target_acc, target_actions = ((start_acc, start_actions) if inside
-                                          else (fallback_acc, fallback_actions))
-            for opt in start_options(look):
-                target_actions[opt.action] += opt.p
-                if opt.items is not None:
-                    target_acc.add(opt.items, opt.p)
-            accepted += inside
-            fallback += not inside
-        if accepted:
-            exists_after_end = accepted / tries
-        else:
-            # Every drawn visit fell after the log's end; the event exists all the same, so
-            # keep the shape of the start and give it the smallest plausible weight.
-            start_acc, start_actions, accepted = fallback_acc, fallback_actions, fallback
-            exists_after_end = 0.5 / (tries + 1)
-        start_actions = [a / accepted for a in start_actions]
-        start_item = sum(start_actions[a] for a in ITEM_ACTIONS)
-        end_weight = p_end * exists_after_end
-        acc.merge(start_acc, end_weight / accepted)
-    else:
-        end_weight = 0.0
-
+        start = _next_visit(shopper, rng, nrng)
+        end_weight = p_end * start.exists
+        acc.merge(start.items, end_weight)
     denominator = (1.0 - p_end) + end_weight
-    next_action = [(weights[a] + end_weight * start_actions[a]) / denominator
+    next_action = [(weights[a] + end_weight * start.actions[a]) / denominator
                    for a in range(len(ACTIONS))]
     items = acc.dense()
-    mass = p_item + end_weight * start_item
+    mass = p_item + end_weight * sum(start.actions[a] for a in ITEM_ACTIONS)
     if mass > 0.0:
         items /= mass
     return OraclePrediction(next_action, items,
-                            purchase_within(shopper, rng, rollouts, HORIZON_MS))
+                            purchase_within(shopper, rng, nrng, rollouts, HORIZON_MS))
 
 
-def purchase_within(shopper: Shopper, rng: random.Random, rollouts: int, horizon_ms: int
-                    ) -> float:
+class _NextVisit:
+    """How the next visit begins, averaged over when it starts and how taste drifts until then.
+
+    ``actions`` are the first event's action probabilities, ``items`` the
+    first item's distribution times P(the first event has an item), and
+    ``exists`` the probability that the visit starts before the log ends.
+    """
+
+    def __init__(self, cat: Catalogue) -> None:
+        self.actions = [0.0] * len(ACTIONS)
+        self.items = _Accumulator(cat)
+        self.taste = np.zeros(cat.n_departments)  # sum of rest * taste over samples
+        self.samples = 0
+        self.exists = 0.0
+
+    def add(self, look: Shopper) -> None:
+        specials, rest = funnel.start_plan(look.s, look.cat)
+        for opt in specials:
+            self.actions[opt.action] += opt.p
+            if opt.items is not None:
+                self.items.add(opt.items, opt.p)
+        for k, share in enumerate(funnel.TASTE_START):
+            self.actions[funnel.TASTE_START_ACTIONS[k]] += rest * share
+        self.taste += rest * taste_probabilities(look.profile, look.s.deviation)
+        self.samples += 1
+
+    def finish(self, cat: Catalogue) -> None:
+        """Turn the sums into averages (taste-driven landing clicks are added here, once)."""
+        n = self.samples
+        click = funnel.TASTE_START_ACTIONS.index(funnel.CLICK)
+        for dep, weight in enumerate(self.taste.tolist()):
+            if weight > 0.0:
+                opt = funnel.taste_option(cat, dep, click, weight * funnel.TASTE_START[click])
+                assert opt.items is not None
+                self.items.add(opt.items, opt.p)
+        self.actions = [a / n for a in self.actions]
+        scaled = _Accumulator(cat)
+        scaled.merge(self.items, 1.0 / n)
+        self.items = scaled
+
+
+def _next_visit(shopper: Shopper, rng: random.Random, nrng: np.random.Generator
+                ) -> _NextVisit:
+    """Monte Carlo over the next visit's start, conditioned on it being inside the log."""
+    inside, outside = _NextVisit(shopper.cat), _NextVisit(shopper.cat)
+    tries = 0
+    while inside.samples < START_SAMPLES and tries < MAX_START_TRIES:
+        tries += 1
+        look = shopper.clone(rng, nrng)
+        start = next_session_start(look.profile, look.s.now, bool(look.s.cart), rng)
+        target = inside if start < shopper.end_ms else outside
+        if target is outside and outside.samples >= START_SAMPLES:
+            continue
+        begin_session(look, start)
+        target.add(look)
+    if inside.samples:
+        inside.exists = inside.samples / tries
+        inside.finish(shopper.cat)
+        return inside
+    # Every drawn visit fell after the log's end, yet the event exists: keep the shape of a
+    # visit's start and give it the smallest plausible weight.
+    outside.exists = 0.5 / (tries + 1)
+    outside.finish(shopper.cat)
+    return outside
+
+
+def purchase_within(shopper: Shopper, rng: random.Random, nrng: np.random.Generator,
+                    rollouts: int, horizon_ms: int) -> float:
     """Share of rollouts from the shopper's state with a purchase in (now, now + horizon]."""
     limit = shopper.s.now + horizon_ms
     hits = 0
     for _ in range(rollouts):
-        look = shopper.clone(rng)
+        look = shopper.clone(rng, nrng)
+        # A visit starting after the horizon cannot count: do not draw it at all.
+        look.end_ms = min(look.end_ms, limit + 1)
         while True:
             ev = look.step()
             if ev is None or ev.ts > limit:

@@ -78,13 +78,14 @@ class Shopper:
     """A user of the simulated shop, drawing their events one at a time."""
 
     def __init__(self, cat: Catalogue, profile: Profile, state: SessionState,
-                 rng: random.Random, end_ms: int) -> None:
+                 rng: random.Random, end_ms: int, nrng: np.random.Generator | None = None
+                 ) -> None:
         self.cat = cat
         self.profile = profile
         self.s = state
         self.rng = rng
         # Taste drift draws vectors, which numpy does much faster; seeded from ``rng``.
-        self.nrng = np.random.default_rng(rng.getrandbits(64))
+        self.nrng = np.random.default_rng(rng.getrandbits(64)) if nrng is None else nrng
         self.end_ms = end_ms
         self.done = False
 
@@ -98,9 +99,9 @@ class Shopper:
             cat.n_departments)
         return cls(cat, profile, SessionState(deviation=deviation), rng, end_ms)
 
-    def clone(self, rng: random.Random) -> Shopper:
-        """A copy that continues from the same state with another generator."""
-        return Shopper(self.cat, self.profile, self.s.copy(), rng, self.end_ms)
+    def clone(self, rng: random.Random, nrng: np.random.Generator) -> Shopper:
+        """A copy that continues from the same state with other generators."""
+        return Shopper(self.cat, self.profile, self.s.copy(), rng, self.end_ms, nrng)
 
     def step(self) -> Event | None:
         """The next event, or None once the next visit would start after the log's end."""
