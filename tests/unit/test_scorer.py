@@ -1,0 +1,111 @@
+"""The ONNX scorer on a real (tiny) trained bundle, and the bundle checks that guard it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+
+from streams.bundle import BundleError, load_bundle
+from streams.contracts import ACTIONS, Event, Prediction
+from streams.encoding import Encoder
+from streams.scorer import Scorer
+from streams.window import UserWindow
+
+SCHEMAS = Path(__file__).parents[2] / "streams" / "schemas"
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+def user_windows(bundle, n_users=5, n_events=7):
+    encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
+    items = bundle.items.tokens
+    events, windows = [], []
+    for u in range(n_users):
+        window = UserWindow.empty(encoder)
+        for n in range(n_events + u):
+            kind = ("browse", "search", "click", "add_to_cart")[n % 4]
+            event = Event(event_id=f"e-{u}-{n}", user_id=f"u-{u}", type=kind,
+                          ts_ms=1_760_000_000_000 + 60_000 * n,
+                          item_id=None if kind == "search" else items[(u * 7 + n) % len(items)],
+                          query="red shoes" if kind == "search" else None)
+            window = window.append(event, encoder, now_ms=0, ttl_ms=DAY_MS)
+        events.append(event)
+        windows.append(window.records)
+    return events, windows
+
+
+def test_predictions_follow_the_contract(bundle):
+    scorer = Scorer(bundle, top_k=10)
+    events, windows = user_windows(bundle)
+    messages = scorer.predict(events, windows, scored_at=123)
+    schema = json.loads((SCHEMAS / "prediction.v1.json").read_text())
+    assert len(messages) == len(events)
+    for event, message in zip(events, messages):
+        jsonschema.validate(orjson.loads(message), schema)
+        prediction = Prediction.from_json(message)
+        assert prediction.event_id == event.event_id and prediction.user_id == event.user_id
+        assert prediction.model_version == bundle.model_version
+        assert sum(prediction.next_action.values()) == pytest.approx(1.0, abs=1e-4)
+        assert list(prediction.next_action) == list(ACTIONS)
+        assert len(prediction.next_items) == 10
+        scores = [i.score for i in prediction.next_items]
+        assert scores == sorted(scores, reverse=True)
+        assert {i.item_id for i in prediction.next_items} <= set(bundle.items.tokens)
+
+
+def test_a_batch_scores_each_window_as_if_alone(bundle):
+    scorer = Scorer(bundle, top_k=5)
+    events, windows = user_windows(bundle)
+    together = scorer.score(windows)
+    for row, window in enumerate(windows):
+        alone = scorer.score([window])
+        np.testing.assert_allclose(alone.next_action[0], together.next_action[row], atol=1e-5)
+        np.testing.assert_array_equal(alone.top_items[0][:5], together.top_items[row][:5])
+
+
+def test_top_k_beyond_the_graph_is_refused(bundle):
+    with pytest.raises(BundleError, match="SHOPCAST_TOP_K"):
+        Scorer(bundle, top_k=bundle.top_k + 1)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    return target
+
+
+def test_a_corrupt_model_file_is_refused(bundle_copy):
+    model = bundle_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.onnx is corrupt"):
+        load_bundle(bundle_copy)
+
+
+def test_a_changed_vocabulary_is_refused(bundle_copy):
+    (bundle_copy / "items.json").write_text('["x", "y"]')
+    with pytest.raises(BundleError, match="items.json"):
+        load_bundle(bundle_copy)
+
+
+def test_a_bundle_for_another_encoding_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["encoding"]["spec"]["actions"] = ["view", "buy"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="actions"):
+        load_bundle(bundle_copy)
+
+
+def test_a_missing_bundle_says_what_to_do(tmp_path):
+    with pytest.raises(BundleError, match="SHOPCAST_BUNDLE_PATH"):
+        load_bundle(tmp_path)
