@@ -12,6 +12,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -85,9 +86,9 @@ def create_worker(settings: Settings, bundle: Bundle | None = None) -> Worker:
         stream_recovery_delay=0.0,
         producer_linger=0.005,
     )
+    # The app's raw serializers apply to the table: keys and windows are bytes.
     table = app.Table(WINDOWS_TABLE, default=None, key_type=bytes, value_type=bytes,
-                      partitions=settings.partitions, key_serializer="raw",
-                      value_serializer="raw")
+                      partitions=settings.partitions)
     worker = Worker(settings, app, table, scorer, pipeline)
     _wire(worker)
     return worker
@@ -114,9 +115,9 @@ def _wire(worker: Worker) -> None:
                 continue
             scored_at = int(time.time() * 1000)
             try:
-                messages = await loop.run_in_executor(
-                    worker.executor, worker.scorer.predict,
-                    [r.event for r in ready], [r.records for r in ready], scored_at)
+                messages = await loop.run_in_executor(worker.executor, partial(
+                    worker.scorer.predict, [r.event for r in ready],
+                    [r.records for r in ready], scored_at=scored_at))
             except Exception as exc:  # a model failure must not lose the events
                 log.exception("scoring failed for a batch of %d events", len(ready))
                 for r in ready:

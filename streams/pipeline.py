@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streams.bundle import BundleError
 from streams.contracts import DeadLetter, Event, Rejection, decode_event
 from streams.encoding import Encoder, event_hash
 from streams.privacy import pseudonymous_key
@@ -56,12 +57,14 @@ Outcome = Ready | DeadLetter | Rekey
 class Pipeline:
     """Admits records into users' windows; one instance per worker."""
 
-    def __init__(self, encoder: Encoder, *, window_length: int, ttl_ms: int,
+    def __init__(self, encoder: Encoder, *, window_length: int | None, ttl_ms: int,
                  max_future_ms: int, pseudonym_secret: bytes | None = None,
                  rekey_topic: str | None = None) -> None:
+        if window_length is None:
+            window_length = encoder.spec.max_len
         if window_length > encoder.spec.max_len:
-            raise ValueError(f"SHOPCAST_WINDOW_LENGTH={window_length} exceeds the bundle's "
-                             f"max_len {encoder.spec.max_len}")
+            raise BundleError(f"SHOPCAST_WINDOW_LENGTH={window_length} exceeds the bundle's "
+                              f"max_len {encoder.spec.max_len}; lower it or unset it")
         self.encoder = encoder
         self.window_length = window_length
         self.ttl_ms = ttl_ms

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, le=32)
 
     # Windows and scoring
-    window_length: int = Field(50, ge=1, le=255)
+    # None means the bundle's own max_len (50 for the default bundle).
+    window_length: int | None = Field(None, ge=1, le=255)
     window_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     bundle_path: Path = DEFAULT_BUNDLE
     batch_size: int = Field(256, ge=1, le=10_000)

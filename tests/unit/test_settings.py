@@ -8,7 +8,7 @@ from streams.settings import SettingsError, load_settings
 def test_defaults(monkeypatch):
     monkeypatch.delenv("SHOPCAST_BOOTSTRAP_SERVERS", raising=False)
     settings = load_settings()
-    assert settings.events_topic == "shop.events" and settings.window_length == 50
+    assert settings.events_topic == "shop.events" and settings.window_length is None
     assert settings.window_ttl_ms == 30 * 24 * 3600 * 1000
 
 
