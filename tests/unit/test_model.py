@@ -1,0 +1,82 @@
+"""The attention model: causal, blind to padding, never NaN, never recommends reserved ids."""
+
+import pytest
+import torch
+
+from model_export.model import ModelConfig, NextActionModel, Predictor
+from streams.encoding import EncodingSpec
+
+SPEC = EncodingSpec(max_len=12)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = ModelConfig.for_encoding(SPEC, n_items=40, n_categories=9, d_model=32, dropout=0.0)
+    return NextActionModel(cfg).eval()
+
+
+def window(batch=3, length=10, seed=0, pad=0):
+    g = torch.Generator().manual_seed(seed)
+    actions = torch.randint(1, 6, (batch, length), generator=g)
+    actions[:, :pad] = 0
+    real = (actions > 0).long()
+    return {
+        "items": torch.randint(1, 40, (batch, length), generator=g) * real,
+        "categories": torch.randint(1, 9, (batch, length), generator=g) * real,
+        "actions": actions,
+        "gaps": torch.randint(1, 32, (batch, length), generator=g) * real,
+        "queries": torch.randint(0, 4096, (batch, length, 4), generator=g) * real[..., None],
+    }
+
+
+def run(model, x):
+    with torch.no_grad():
+        h = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
+        return torch.cat([h, model.action_logits(h), model.item_logits(h)[..., 3:],
+                          model.purchase_logit(h)[..., None], model.log_seconds(h)[..., None]],
+                         dim=-1)
+
+
+@pytest.mark.parametrize("changed", [4, 7, 9])
+def test_changing_a_later_event_never_changes_earlier_outputs(model, changed):
+    x = window()
+    y = {k: v.clone() for k, v in x.items()}
+    y["items"][:, changed] = 5
+    y["actions"][:, changed] = 4
+    y["gaps"][:, changed] = 30
+    y["queries"][:, changed] = 77
+    a, b = run(model, x), run(model, y)
+    assert torch.allclose(a[:, :changed], b[:, :changed], atol=1e-6)
+    assert not torch.allclose(a[:, changed:], b[:, changed:], atol=1e-4)
+
+
+def test_left_padding_does_not_change_the_prediction(model):
+    x = window(length=6)
+    padded = {k: torch.cat([torch.zeros_like(v[:, :5]), v], dim=1) for k, v in x.items()}
+    a, b = run(model, x), run(model, padded)
+    assert torch.allclose(a, b[:, 5:], atol=1e-5)
+
+
+def test_fully_padded_rows_give_no_nan(model):
+    x = window(length=5, pad=5)
+    assert torch.isfinite(run(model, x)).all()
+    with torch.no_grad():
+        outputs = Predictor(model, top_k=10)(*x.values())
+    assert all(torch.isfinite(o.float()).all() for o in outputs)
+
+
+def test_predictor_outputs_follow_the_onnx_interface(model):
+    x = window(batch=4, length=8, pad=3)
+    with torch.no_grad():
+        action, items, scores, purchase, seconds = Predictor(model, top_k=10)(*x.values())
+    assert action.shape == (4, 5) and torch.allclose(action.sum(-1), torch.ones(4))
+    assert items.shape == scores.shape == (4, 10) and items.dtype == torch.int64
+    assert (items >= 3).all(), "reserved indices (pad, no item, unknown) are never predicted"
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert purchase.shape == seconds.shape == (4,) and (seconds >= 0).all()
+    assert ((purchase >= 0) & (purchase <= 1)).all()
+
+
+def test_top_k_is_capped_by_the_catalogue(model):
+    assert Predictor(model, top_k=1000).top_k == 40 - 3
