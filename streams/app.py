@@ -1,8 +1,9 @@
 """The Faust worker: wiring only. decode -> window -> score -> send.
 
-All per-record logic lives in :mod:`streams.pipeline` and scoring in
-:mod:`streams.scorer`; this module connects them to Kafka topics, the window
-table (with its changelog) and a thread for inference.
+All per-record logic lives in :mod:`streams.pipeline`, scoring in
+:mod:`streams.scorer`, online accuracy in :mod:`streams.online` and the TTL
+sweep in :mod:`streams.retention`; this module connects them to Kafka topics,
+the window table (with its changelog), a thread for inference and metrics.
 """
 
 from __future__ import annotations
@@ -10,35 +11,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import faust
-from faust.types import EventT, StreamT
+from faust.sensors import Sensor
+from faust.streams import Stream
+from faust.types import AppT, EventT
 
 from streams.bundle import Bundle, load_bundle
 from streams.contracts import DeadLetter
 from streams.encoding import Encoder
 from streams.kafka_config import faust_broker_settings
+from streams.metrics import WorkerMetrics
+from streams.online import OnlineAccuracy
 from streams.pipeline import Incoming, Pipeline, Ready, Rekey
+from streams.retention import SweepResult, sweep
 from streams.scorer import Scorer
 from streams.settings import Settings
+from streams.topics import WINDOW_TABLE, rekey_topic
 
 log = logging.getLogger("shopcast.worker")
 
-WINDOWS_TABLE = "windows"
-
-
-def rekey_topic_name(settings: Settings) -> str:
-    """The internal topic for events that arrive without their user id as key."""
-    return f"{settings.events_topic}.rekeyed"
-
-
-def changelog_topic_name(settings: Settings) -> str:
-    """Faust's name for the window table's changelog topic."""
-    return f"{settings.app_id}-{WINDOWS_TABLE}-changelog"
+SWEEP_INTERVAL_S = 60.0
+SWEEP_SLICE = 5000  # windows examined between yields to the event loop
+LAG_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -50,13 +50,46 @@ class Worker:
     table: Any
     scorer: Scorer
     pipeline: Pipeline
+    metrics: WorkerMetrics
+    online: OnlineAccuracy
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="shopcast-scorer"))
+    # Last offset read per (topic, partition), for the lag gauge.
+    read_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def score(self, ready: list[Ready], scored_at: int) -> list[bytes]:
+        """Score a batch in the scorer thread; update metrics and online accuracy."""
+        started = time.perf_counter()
+        events = [r.event for r in ready]
+        messages, scores = self.scorer.predict(events, [r.records for r in ready],
+                                               scored_at=scored_at)
+        self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(ready))
+        self.online.observe(events, [int(r.records[-1]["item"]) for r in ready],
+                            scores.top_items, scores.next_action, scores.purchase_probability)
+        return messages
 
 
-def create_worker(settings: Settings, bundle: Bundle | None = None) -> Worker:
+class RebalanceSensor(Sensor):  # type: ignore[misc]
+    """Counts consumer-group rebalances into the worker's metrics."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def on_rebalance_start(self, app: AppT) -> dict[str, Any]:
+        """A rebalance began."""
+        self.metrics.rebalances.inc()
+        return {}
+
+
+def create_worker(settings: Settings, bundle: Bundle | None = None,
+                  metrics: WorkerMetrics | None = None) -> Worker:
     """Build the Faust app for ``settings`` with its topics, table and agent."""
     bundle = bundle or load_bundle(settings.bundle_path)
+    metrics = metrics or WorkerMetrics()
+    metrics.set_model(bundle.model_version, str(bundle.manifest["created_at"]),
+                      bundle.horizon_seconds)
     scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     secret = settings.pseudonym_secret.get_secret_value().encode() \
@@ -64,7 +97,7 @@ def create_worker(settings: Settings, bundle: Bundle | None = None) -> Worker:
     pipeline = Pipeline(encoder, window_length=settings.window_length,
                         ttl_ms=settings.window_ttl_ms,
                         max_future_ms=settings.max_future_seconds * 1000,
-                        pseudonym_secret=secret, rekey_topic=rekey_topic_name(settings))
+                        pseudonym_secret=secret, rekey_topic=rekey_topic(settings))
     app = faust.App(
         settings.app_id,
         **faust_broker_settings(settings),
@@ -86,27 +119,26 @@ def create_worker(settings: Settings, bundle: Bundle | None = None) -> Worker:
         stream_recovery_delay=0.0,
         producer_linger=0.005,
     )
+    app.sensors.add(RebalanceSensor(metrics))
     # The app's raw serializers apply to the table: keys and windows are bytes.
-    table = app.Table(WINDOWS_TABLE, default=None, key_type=bytes, value_type=bytes,
+    table = app.Table(WINDOW_TABLE, default=None, key_type=bytes, value_type=bytes,
                       partitions=settings.partitions)
-    worker = Worker(settings, app, table, scorer, pipeline)
+    online = OnlineAccuracy(metrics, horizon_ms=bundle.horizon_seconds * 1000)
+    worker = Worker(settings, app, table, scorer, pipeline, metrics, online)
     _wire(worker)
     return worker
 
 
 def _wire(worker: Worker) -> None:
-    settings, app = worker.settings, worker.app
-    events = app.topic(settings.events_topic, rekey_topic_name(settings),
-                       key_type=bytes, value_type=bytes, allow_empty=True,
-                       key_serializer="raw", value_serializer="raw")
-    predictions = app.topic(settings.predictions_topic, key_serializer="raw",
-                            value_serializer="raw")
-    dead_letters = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
-    rekeyed = app.topic(rekey_topic_name(settings), key_serializer="raw",
-                        value_serializer="raw")
+    settings, app, metrics = worker.settings, worker.app, worker.metrics
+    events = app.topic(settings.events_topic, rekey_topic(settings),
+                       key_type=bytes, value_type=bytes, allow_empty=True)
+    predictions = app.topic(settings.predictions_topic)
+    dead_letters = app.topic(settings.dlq_topic)
+    rekeyed = app.topic(rekey_topic(settings))
 
-    @app.agent(events, name="shopcast.predict")
-    async def predict(stream: StreamT) -> None:
+    @app.agent(events, name="shopcast.predict")  # type: ignore[arg-type]
+    async def predict(stream: Stream) -> None:
         loop = asyncio.get_running_loop()
         max_wait = settings.batch_max_wait_ms / 1000.0
         async for batch in stream.take_events(settings.batch_size, within=max_wait or 0.001):
@@ -115,38 +147,101 @@ def _wire(worker: Worker) -> None:
                 continue
             scored_at = int(time.time() * 1000)
             try:
-                messages = await loop.run_in_executor(worker.executor, partial(
-                    worker.scorer.predict, [r.event for r in ready],
-                    [r.records for r in ready], scored_at=scored_at))
+                messages = await loop.run_in_executor(
+                    worker.executor, partial(worker.score, ready, scored_at))
             except Exception as exc:  # a model failure must not lose the events
                 log.exception("scoring failed for a batch of %d events", len(ready))
-                for r in ready:
-                    src = r.source
-                    letter = DeadLetter(src.value, "scoring_failed", f"scoring failed: {exc}",
-                                        src.topic, src.partition, src.offset, scored_at,
-                                        key=src.key)
-                    dead_letters.send_soon(key=src.key, value=letter.to_json())
+                _dead_letter_batch(worker, ready, dead_letters, exc, scored_at)
                 continue
             for r, message in zip(ready, messages, strict=True):
                 predictions.send_soon(key=r.event.user_id.encode("utf-8"), value=message)
+            metrics.predictions.inc(len(messages))
+            metrics.observe_sent(time.time(), [r.event.ts_ms for r in ready],
+                                 [r.source.timestamp_ms for r in ready])
+
+    @app.timer(SWEEP_INTERVAL_S, name="shopcast.expire_windows")
+    async def expire_windows() -> None:
+        await _sweep(worker)
+
+    @app.timer(LAG_INTERVAL_S, name="shopcast.consumer_lag")
+    async def consumer_lag() -> None:
+        _update_lag(worker)
 
 
-def _admit_batch(worker: Worker, stream: StreamT, batch: list[EventT],
+def _admit_batch(worker: Worker, stream: Stream, batch: Sequence[EventT],
                  dead_letters: faust.TopicT, rekeyed: faust.TopicT) -> list[Ready]:
     now_ms = int(time.time() * 1000)
+    metrics = worker.metrics
     ready: list[Ready] = []
     for event in batch:
         # Table writes go to the changelog partition of the *current* event;
         # inside a batch that must be this record's, not the last one buffered.
         stream._set_current_event(event)
         message = event.message
+        timestamp = message.timestamp
         record = Incoming(message.key, message.value, message.topic, message.partition,
-                          message.offset)
+                          message.offset, int(timestamp * 1000) if timestamp else None)
+        worker.read_offsets[(message.topic, message.partition)] = message.offset
         outcome = worker.pipeline.admit(record, worker.table, now_ms=now_ms)
         if isinstance(outcome, Ready):
             ready.append(outcome)
+            metrics.events.labels(outcome.event.type).inc()
+            metrics.window_length.observe(outcome.window_length)
+            if outcome.duplicate:
+                metrics.duplicates.inc()
         elif isinstance(outcome, DeadLetter):
             dead_letters.send_soon(key=message.key, value=outcome.to_json())
+            metrics.dead_letters.labels(outcome.reason).inc()
         elif isinstance(outcome, Rekey):
             rekeyed.send_soon(key=outcome.user_id.encode("utf-8"), value=outcome.value)
+            metrics.rekeyed.inc()
     return ready
+
+
+def _dead_letter_batch(worker: Worker, ready: list[Ready], dead_letters: faust.TopicT,
+                       exc: Exception, now_ms: int) -> None:
+    for r in ready:
+        src = r.source
+        letter = DeadLetter(src.value, "scoring_failed", f"scoring failed: {exc}", src.topic,
+                            src.partition, src.offset, now_ms, key=src.key)
+        dead_letters.send_soon(key=src.key, value=letter.to_json())
+        worker.metrics.dead_letters.labels("scoring_failed").inc()
+
+
+def _active_partitions(worker: Worker) -> set[int]:
+    assigned = worker.app.assignor.assigned_actives()
+    return {tp.partition for tp in assigned if tp.topic == worker.settings.events_topic}
+
+
+async def _sweep(worker: Worker) -> None:
+    """Delete and tombstone windows idle for longer than the TTL; update the users gauge."""
+    partitions = _active_partitions(worker)
+    if not partitions:
+        return
+    table, result = worker.table, SweepResult()
+    items = list(table.data.items())  # a snapshot: the agent may write meanwhile
+    now_ms = int(time.time() * 1000)
+    for start in range(0, len(items), SWEEP_SLICE):
+        chunk = items[start:start + SWEEP_SLICE]
+        for expired in sweep(chunk, now_ms=now_ms, ttl_ms=worker.settings.window_ttl_ms,
+                             partitions=partitions, result=result):
+            table.data.pop(expired.key, None)
+            table.send_changelog(expired.partition, expired.key, None, value_serializer="raw")
+            worker.metrics.expired.inc()
+        await asyncio.sleep(0)
+    worker.metrics.users.set(result.live)
+
+
+def _update_lag(worker: Worker) -> None:
+    consumer = worker.app.consumer
+    lags = []
+    for tp in worker.app.assignor.assigned_actives():
+        if tp.topic not in (worker.settings.events_topic, rekey_topic(worker.settings)):
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: S112 - not known yet right after an assignment
+            continue
+        read = worker.read_offsets.get((tp.topic, tp.partition), -1)
+        lags.append((tp.topic, tp.partition, highwater - read - 1))
+    worker.metrics.set_lag(lags)

@@ -65,10 +65,11 @@ class Scorer:
         return Scores(*outputs)
 
     def predict(self, events: Sequence[Event], windows: Sequence[np.ndarray], *,
-                scored_at: int) -> list[bytes]:
-        """Prediction v1 JSON for each event, given the window that ends with it."""
-        if not events:
-            return []
+                scored_at: int) -> tuple[list[bytes], Scores]:
+        """Prediction v1 JSON for each event, given the window that ends with it.
+
+        Also returns the raw scores, for online accuracy.
+        """
         scores = self.score(windows)
         k = self.top_k
         item_ids = self._item_ids.take(scores.top_items[:, :k])
@@ -84,4 +85,4 @@ class Scorer:
                               purchase_probability=purchase[row],
                               next_event_seconds=wait[row])
             for row, event in enumerate(events)
-        ]
+        ], scores

@@ -64,6 +64,11 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-{WINDOW_TABLE}-changelog"
 
 
+def rekey_topic(settings: Settings) -> str:
+    """The internal topic for events whose Kafka key is not their user id (re-sent keyed)."""
+    return f"{settings.events_topic}.rekeyed"
+
+
 def topic_specs(settings: Settings,
                 changelog_config: Mapping[str, str] | None = None) -> list[TopicSpec]:
     """Every topic shopcast needs under these settings.
@@ -77,6 +82,9 @@ def topic_specs(settings: Settings,
     changelog = {"cleanup.policy": "compact", **(changelog_config or {})}
     return [
         TopicSpec(settings.events_topic, n, rf, purpose="shop events in (key = user_id)"),
+        TopicSpec(rekey_topic(settings), n, rf,
+                  purpose="events re-keyed by user_id (internal; for producers that key "
+                          "otherwise)"),
         TopicSpec(settings.predictions_topic, n, rf, purpose="predictions out (key = user_id)"),
         TopicSpec(settings.dlq_topic, n, rf, purpose="dead letters: rejected events + reason"),
         TopicSpec(settings.erasure_topic, n, rf, purpose="erasure requests (key = user_id)"),

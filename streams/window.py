@@ -33,6 +33,25 @@ class WindowFormatError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class WindowHeader:
+    """The fixed part of a stored window, readable without the encoding."""
+
+    count: int
+    partition: int
+    vocab_tag: int
+    last_ts_ms: int
+    updated_s: int
+
+
+def window_header(data: bytes) -> WindowHeader | None:
+    """Parse just the header of stored window bytes (None if they are not a window)."""
+    if len(data) < HEADER_BYTES or data[0] != FORMAT_VERSION:
+        return None
+    _, count, partition, tag, last_ts, updated = _HEADER.unpack_from(data)
+    return WindowHeader(count, partition, tag, last_ts, updated)
+
+
+@dataclass(frozen=True, slots=True)
 class UserWindow:
     """The newest ``max_len`` events of one user, as records of the encoder's dtype."""
 

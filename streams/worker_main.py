@@ -1,16 +1,31 @@
-"""Run a worker process: the Faust app, its thread pool and its /metrics endpoint."""
+"""Run a worker process: the Faust app, its scorer thread and its /metrics endpoint."""
 
 from __future__ import annotations
+
+import logging
 
 import faust
 
 from streams.app import create_worker
-from streams.settings import Settings
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger("shopcast.worker")
 
 
 def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
-    worker = create_worker(settings)
+    metrics = WorkerMetrics()
+    worker = create_worker(settings, metrics=metrics)
+    try:
+        port = metrics.serve(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise SettingsError(
+            f"SHOPCAST_METRICS_PORT: cannot serve /metrics on {settings.metrics_host}:"
+            f"{settings.metrics_port} ({exc.strerror}); give each worker on a host its own "
+            "port, or 0 for a free one") from None
+    # WARNING, not INFO: with port 0 this line is the only way to find the endpoint.
+    log.warning("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     process = faust.Worker(worker.app, loglevel=loglevel, quiet=True,
                            override_logging=True, redirect_stdouts=False)
     try:

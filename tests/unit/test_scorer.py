@@ -45,7 +45,8 @@ def user_windows(bundle, n_users=5, n_events=7):
 def test_predictions_follow_the_contract(bundle):
     scorer = Scorer(bundle, top_k=10)
     events, windows = user_windows(bundle)
-    messages = scorer.predict(events, windows, scored_at=123)
+    messages, scores = scorer.predict(events, windows, scored_at=123)
+    assert scores.top_items.shape == (len(events), bundle.top_k)
     schema = json.loads((SCHEMAS / "prediction.v1.json").read_text())
     assert len(messages) == len(events)
     for event, message in zip(events, messages):

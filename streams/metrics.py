@@ -1,0 +1,150 @@
+"""Prometheus metrics of a worker, served at ``/metrics``.
+
+Names follow Prometheus conventions: ``shopcast_`` prefix, base units,
+``_total`` for counters (prometheus-client adds the suffix).
+
+One :class:`WorkerMetrics` per process, on its own registry so tests can run
+several without clashes. The worker calls the ``observe_*`` methods; nothing
+here knows about Faust.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    start_http_server,
+)
+
+from streams.contracts import ACTIONS, REASONS
+
+# Latency buckets from 1 ms to a minute: p50/p99 of a healthy worker sit in the
+# low milliseconds, a lagging one in seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WINDOW_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 49, 50, 100, 255)
+# ``*_created`` series double the output and no dashboard or alert uses them.
+disable_created_metrics()
+
+PROBABILITY_BUCKETS = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0")
+
+
+class WorkerMetrics:
+    """Every metric a worker exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("shopcast_events", "Valid events consumed, by event type.",
+                              ["type"], registry=r)
+        self.dead_letters = Counter("shopcast_dead_letters",
+                                    "Records sent to the dead-letter topic, by reason.",
+                                    ["reason"], registry=r)
+        self.predictions = Counter("shopcast_predictions", "Predictions sent.", registry=r)
+        self.duplicates = Counter("shopcast_duplicate_events",
+                                  "Redelivered events (already in the window): scored again, "
+                                  "not added again.", registry=r)
+        self.rekeyed = Counter("shopcast_rekeyed_events",
+                               "Events whose Kafka key was not their user id, re-sent keyed "
+                               "by user.", registry=r)
+        self.batch_size = Histogram("shopcast_batch_size", "Events per scoring batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.inference = Histogram("shopcast_inference_seconds",
+                                   "Time of one ONNX call for a batch.",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.event_to_prediction = Histogram(
+            "shopcast_event_to_prediction_seconds",
+            "Event time (the event's ts) to prediction sent.", buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.append_to_prediction = Histogram(
+            "shopcast_append_to_prediction_seconds",
+            "Kafka append time of the event to prediction sent.", buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.window_length = Histogram("shopcast_window_length_events",
+                                       "Events in the user's window when scored.",
+                                       buckets=WINDOW_BUCKETS, registry=r)
+        self.users = Gauge("shopcast_window_users",
+                           "Users with a window in this worker's active partitions.",
+                           registry=r)
+        self.expired = Counter("shopcast_windows_expired",
+                               "Windows deleted (tombstoned) after the TTL of inactivity.",
+                               registry=r)
+        self.lag = Gauge("shopcast_consumer_lag_messages",
+                         "Messages not yet consumed, per assigned partition.",
+                         ["topic", "partition"], registry=r)
+        self.rebalances = Counter("shopcast_rebalances", "Consumer group rebalances.",
+                                  registry=r)
+        self.model = Info("shopcast_model", "The model bundle being served.", registry=r)
+        self.model_swaps = Counter("shopcast_model_swaps", "Bundles loaded without a restart, "
+                                   "by result.", ["result"], registry=r)
+        # Online accuracy: each prediction is scored when the user's next event arrives.
+        self.online_item = Counter("shopcast_online_item_predictions",
+                                   "Next events with an item that were scored against the "
+                                   "previous prediction's top 10.", registry=r)
+        self.online_item_hits = Counter("shopcast_online_item_hits",
+                                        "Of those, the item was in the top 10 (hit@10).",
+                                        registry=r)
+        self.online_action = Counter("shopcast_online_action_predictions",
+                                     "Next events scored against the predicted next action.",
+                                     registry=r)
+        self.online_action_correct = Counter("shopcast_online_action_correct",
+                                             "Of those, the most likely action was right.",
+                                             registry=r)
+        self.purchase_outcomes = Counter(
+            "shopcast_online_purchase_outcomes",
+            "Resolved purchase-within-horizon predictions, by predicted probability bucket "
+            "(upper bound) and outcome: for calibration.", ["bucket", "outcome"], registry=r)
+        self._prefill()
+
+    def _prefill(self) -> None:
+        # Series exist from the start (at zero), so rates and alerts work before
+        # the first bad record or the first event of a type.
+        for action in ACTIONS:
+            self.events.labels(action)
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for bucket in PROBABILITY_BUCKETS:
+            for outcome in ("purchase", "none"):
+                self.purchase_outcomes.labels(bucket, outcome)
+        for result in ("loaded", "refused"):
+            self.model_swaps.labels(result)
+
+    def set_model(self, version: str, created_at: str, horizon_seconds: int) -> None:
+        """Publish the served bundle's identity."""
+        self.model.info({"version": version, "created_at": created_at,
+                         "horizon_seconds": str(horizon_seconds)})
+
+    def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
+        """Replace the lag gauges with ``(topic, partition, lag)`` for the assigned partitions."""
+        self.lag.clear()
+        for topic, partition, lag in lags:
+            self.lag.labels(topic, str(partition)).set(max(0, lag))
+
+    def observe_sent(self, sent_at: float, event_ts_ms: Sequence[int],
+                     append_ts_ms: Sequence[int | None]) -> None:
+        """Latency of a batch of predictions sent at ``sent_at`` (epoch seconds)."""
+        for event_ts in event_ts_ms:
+            self.event_to_prediction.observe(max(0.0, sent_at - event_ts / 1000.0))
+        for append_ts in append_ts_ms:
+            if append_ts is not None and append_ts > 0:
+                self.append_to_prediction.observe(max(0.0, sent_at - append_ts / 1000.0))
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one); returns the port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_port
+
+
+def probability_bucket(p: float) -> str:
+    """The calibration bucket (upper bound, one decimal) of a probability."""
+    for bucket in PROBABILITY_BUCKETS:
+        if p <= float(bucket):
+            return bucket
+    return PROBABILITY_BUCKETS[-1]

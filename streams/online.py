@@ -1,0 +1,79 @@
+"""Online accuracy: each prediction is scored when the user's next event arrives.
+
+The worker remembers, per user, what it last predicted (top-10 item indices,
+the most likely action, the purchase probability) and, when the user's next
+event comes, counts item hit@10 and whether the action was right. Purchase
+predictions are resolved against the horizon: a purchase within it is a
+positive outcome, the first event after it without one a negative outcome.
+Memory is bounded: the least recently active users are forgotten first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streams.contracts import ACTION_INDEX, Event
+from streams.metrics import WorkerMetrics, probability_bucket
+
+HIT_AT = 10
+
+
+@dataclass(slots=True)
+class _Last:
+    items: np.ndarray  # top-10 item vocabulary indices
+    action: int
+    # The oldest purchase prediction not yet resolved: (probability, event time ms).
+    purchase_p: float
+    purchase_ts: int
+
+
+class OnlineAccuracy:
+    """Scores the previous prediction of each user against their next event."""
+
+    def __init__(self, metrics: WorkerMetrics, horizon_ms: int, max_users: int = 200_000
+                 ) -> None:
+        self.metrics = metrics
+        self.horizon_ms = horizon_ms
+        self.max_users = max_users
+        self._last: OrderedDict[str, _Last] = OrderedDict()
+
+    def observe(self, events: Sequence[Event], item_index: Sequence[int],
+                top_items: np.ndarray, next_action: np.ndarray, purchase: np.ndarray) -> None:
+        """Score earlier predictions against ``events``, then remember the new ones.
+
+        Rows are in event order, so a user with two events in one batch has the
+        first event's prediction scored by the second.
+        """
+        m = self.metrics
+        for row, event in enumerate(events):
+            last = self._last.pop(event.user_id, None)
+            p, p_ts = float(purchase[row]), event.ts_ms
+            if last is not None:
+                if item_index[row] > 2:  # the event has an item the model knows
+                    m.online_item.inc()
+                    if item_index[row] in last.items:
+                        m.online_item_hits.inc()
+                m.online_action.inc()
+                if ACTION_INDEX[event.type] == last.action:
+                    m.online_action_correct.inc()
+                p, p_ts = self._resolve_purchase(last, event, p, p_ts)
+            self._last[event.user_id] = _Last(top_items[row, :HIT_AT].copy(),
+                                              int(next_action[row].argmax()), p, p_ts)
+            if len(self._last) > self.max_users:
+                self._last.popitem(last=False)
+
+    def _resolve_purchase(self, last: _Last, event: Event, p: float, p_ts: int
+                          ) -> tuple[float, int]:
+        """Resolve the open purchase prediction if this event settles it; return the open one."""
+        bucket = probability_bucket(last.purchase_p)
+        if event.type == "purchase" and event.ts_ms - last.purchase_ts <= self.horizon_ms:
+            self.metrics.purchase_outcomes.labels(bucket, "purchase").inc()
+            return p, p_ts
+        if event.ts_ms - last.purchase_ts > self.horizon_ms:
+            self.metrics.purchase_outcomes.labels(bucket, "none").inc()
+            return p, p_ts
+        return last.purchase_p, last.purchase_ts  # still open: keep the older prediction
