@@ -106,12 +106,7 @@ def demo_settings(settings: Settings, bootstrap: str) -> Settings:
 
 def worker_environment(settings: Settings) -> dict[str, str]:
     """The environment that makes a ``shopcast worker`` process use these settings."""
-    env = dict(os.environ)
-    for name in ("bootstrap_servers", "app_id", "events_topic", "predictions_topic",
-                 "dlq_topic", "erasure_topic", "audit_topic", "bundle_path", "metrics_port",
-                 "metrics_host", "partitions", "data_dir"):
-        env[f"SHOPCAST_{name.upper()}"] = str(getattr(settings, name))
-    return env
+    return {**os.environ, **settings.to_environment()}
 
 
 class Demo:

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
                 "SHOPCAST_SASL_PASSWORD too")
         return self
 
+    def to_environment(self) -> dict[str, str]:
+        """These settings as ``SHOPCAST_*`` variables, for starting a worker process."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
     @property
     def window_ttl_ms(self) -> int:
         """The window TTL (the retention period of a user's events) in milliseconds."""

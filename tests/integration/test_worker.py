@@ -1,0 +1,186 @@
+"""The streaming predictor end to end on a real broker: events in, predictions and dead letters out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from streams.eventlog import read_log
+from tests.integration.kafka_helpers import consume, json_values, produce
+from tests.integration.workers import WorkerProcess, metric_value
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = Path(__file__).parents[2] / "streams" / "schemas"
+
+
+@pytest.fixture(scope="module")
+def log_events(tiny_log):
+    """The tiny log's events as dicts, in file (time) order."""
+    return [orjson.loads(r.value) for r in read_log(tiny_log)]
+
+
+def keyed(events):
+    return [(e["user_id"], orjson.dumps(e)) for e in events]
+
+
+def predictions_by_event(records):
+    out = defaultdict(list)
+    for record in records:
+        out[json.loads(record.value)["event_id"]].append(record)
+    return out
+
+
+def test_every_valid_event_gets_one_prediction_keyed_by_user(
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+    settings = settings_for(bundle_path=tiny_bundle)
+    make_topics(settings)
+    events = log_events[:600]
+    produce(settings, settings.events_topic, keyed(events))
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        records = consume(settings, settings.predictions_topic, count=len(events), timeout=120)
+        metrics = worker.wait_for_metrics()
+    schema = json.loads((SCHEMAS / "prediction.v1.json").read_text())
+    by_event = predictions_by_event(records)
+    assert set(by_event) == {e["event_id"] for e in events}
+    assert all(len(v) == 1 for v in by_event.values())
+    for record in records:
+        prediction = json.loads(record.value)
+        jsonschema.validate(prediction, schema)
+        assert record.key == prediction["user_id"].encode()
+    # Each user's predictions come in that user's event order.
+    order = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        prediction = json.loads(record.value)
+        order[prediction["user_id"]].append(prediction["event_id"])
+    for user, ids in order.items():
+        assert ids == [e["event_id"] for e in events if e["user_id"] == user]
+    assert metric_value(metrics, "shopcast_predictions_total") == len(events)
+
+
+HOSTILE = [
+    (b"\xff\xfe\xfd not utf-8", "bad_encoding"),
+    (b"{not json", "not_json"),
+    (b'{"event_id": "h", "user_id": "u", "type": "click", "ts": NaN, "item_id": "i"}',
+     "not_json"),
+    (b"[" * 3000 + b"]" * 3000, "not_json"),
+    (b'"a string"', "not_object"),
+    (b'{"user_id": "u-x", "type": "click", "ts": 1764400000000, "item_id": "i"}',
+     "missing_field"),
+    (b'{"event_id": "h2", "user_id": "u-x", "type": "click", "ts": 1764400000000}',
+     "missing_field"),
+    (b'{"event_id": "h3", "user_id": ["u"], "type": "click", "ts": 1764400000000, '
+     b'"item_id": "i"}', "bad_type"),
+    (b'{"event_id": "h4", "user_id": "u-x", "type": "levitate", "ts": 1764400000000}',
+     "unknown_event_type"),
+    (b'{"event_id": "h5", "user_id": "u-x", "type": "browse", "ts": 0, "category": "c"}',
+     "bad_timestamp"),
+    (b'{"event_id": "h6", "user_id": "u-x", "type": "browse", '
+     b'"ts": "2100-01-01T00:00:00Z", "category": "c"}', "bad_timestamp"),
+    (b'{"event_id": "h7", "user_id": "u-x", "type": "purchase", "ts": 1764400000000, '
+     b'"item_id": "i", "quantity": 1000000000000}', "bad_value"),
+    # Beyond 64 bits the JSON parser yields a float: not an integer quantity.
+    (b'{"event_id": "h8", "user_id": "u-x", "type": "purchase", "ts": 1764400000000, '
+     b'"item_id": "i", "quantity": 100000000000000000000}', "bad_type"),
+    (b'{"pad": "' + b"x" * 70_000 + b'"}', "too_large"),
+]
+
+
+def test_hostile_records_go_to_the_dead_letter_topic_and_good_ones_keep_flowing(
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+    settings = settings_for(bundle_path=tiny_bundle)
+    make_topics(settings)
+    good = log_events[:300]
+    records = []
+    for i, event in enumerate(good):
+        records.append((event["user_id"], orjson.dumps(event)))
+        if i % 20 == 0:
+            value, _ = HOSTILE[(i // 20) % len(HOSTILE)]
+            records.append(("u-hostile", value))
+    n_bad = len(records) - len(good)
+    produce(settings, settings.events_topic, records)
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        predictions = consume(settings, settings.predictions_topic, count=len(good), timeout=120)
+        letters = json_values(consume(settings, settings.dlq_topic, count=n_bad, timeout=60))
+        worker.assert_alive()
+    assert {json.loads(p.value)["event_id"] for p in predictions} == {e["event_id"] for e in good}
+    expected = Counter(HOSTILE[(i // 20) % len(HOSTILE)][1] for i in range(0, len(good), 20))
+    assert Counter(letter["reason"] for letter in letters) == expected
+    schema = json.loads((SCHEMAS / "dead_letter.v1.json").read_text())
+    for letter in letters:
+        jsonschema.validate(letter, schema)
+        assert letter["source"]["topic"] == settings.events_topic
+        assert letter["source"]["offset"] >= 0 and letter["message"]
+
+
+def test_events_not_keyed_by_user_are_rekeyed_and_windowed_per_user(
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+    settings = settings_for(bundle_path=tiny_bundle)
+    make_topics(settings)
+    events = log_events[:200]
+    # Half the producers key by session, the other half send no key at all.
+    records = [(e["session_id"] if i % 2 else None, orjson.dumps(e))
+               for i, e in enumerate(events)]
+    produce(settings, settings.events_topic, records)
+    with WorkerProcess(settings, tmp_path / "worker.log"):
+        predictions = consume(settings, settings.predictions_topic, count=len(events),
+                              timeout=120)
+    assert sorted(json.loads(p.value)["event_id"] for p in predictions) == \
+        sorted(e["event_id"] for e in events)
+    assert all(p.key == json.loads(p.value)["user_id"].encode() for p in predictions)
+
+
+def strip_volatile(record):
+    prediction = json.loads(record.value)
+    del prediction["scored_at"]
+    return prediction
+
+
+def assert_same_predictions(got, expected):
+    assert got.keys() == expected.keys()
+    for event_id, prediction in got.items():
+        reference = expected[event_id]
+        assert [i["item_id"] for i in prediction["next_items"][:5]] == \
+            [i["item_id"] for i in reference["next_items"][:5]], event_id
+        for action, p in prediction["next_action"].items():
+            assert p == pytest.approx(reference["next_action"][action], abs=1e-5)
+        assert prediction["purchase_probability"] == pytest.approx(
+            reference["purchase_probability"], abs=1e-5)
+
+
+def test_a_restarted_worker_recovers_windows_from_the_changelog(
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+    """Stop a worker halfway; its successor's predictions equal an uninterrupted run's."""
+    events = log_events[:800]
+    first, second = events[:400], events[400:]
+    # Reference: one worker that never stops, on its own app id and topics.
+    reference = settings_for(bundle_path=tiny_bundle, app_id="reference",
+                             events_topic="ref.events", predictions_topic="ref.predictions",
+                             dlq_topic="ref.dlq", erasure_topic="ref.erasure",
+                             audit_topic="ref.audit")
+    make_topics(reference)
+    produce(reference, reference.events_topic, keyed(events))
+    with WorkerProcess(reference, tmp_path / "reference.log"):
+        expected = {json.loads(r.value)["event_id"]: strip_volatile(r) for r in consume(
+            reference, reference.predictions_topic, count=len(events), timeout=120)}
+
+    settings = settings_for(bundle_path=tiny_bundle)
+    make_topics(settings)
+    produce(settings, settings.events_topic, keyed(first))
+    with WorkerProcess(settings, tmp_path / "first.log"):
+        consume(settings, settings.predictions_topic, count=len(first), timeout=120)
+    produce(settings, settings.events_topic, keyed(second))
+    # A new process with empty memory: windows can only come from the changelog.
+    with WorkerProcess(settings, tmp_path / "second.log"):
+        records = consume(settings, settings.predictions_topic, count=len(events), timeout=120)
+    got = {}
+    for record in records:
+        prediction = strip_volatile(record)
+        got.setdefault(prediction["event_id"], prediction)
+    assert_same_predictions({k: got[k] for k in (e["event_id"] for e in second)},
+                            {k: expected[k] for k in (e["event_id"] for e in second)})
