@@ -1,4 +1,4 @@
-"""The streaming predictor end to end on a real broker: events in, predictions and dead letters out."""
+"""The streaming predictor end to end on a real broker: events in, predictions and DLQ out."""
 
 from __future__ import annotations
 
