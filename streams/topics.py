@@ -168,13 +168,33 @@ async def _create(admin: Any, specs: Sequence[TopicSpec]) -> list[TopicResult]:
                 existing.add(spec.name)
             else:
                 results[spec.name] = TopicResult(spec, "error", _error_text(spec, code, message))
+    created = [name for name, result in results.items() if result.status == "created"]
+    if created:  # return only once clients can use them (the broker's metadata catches up)
+        await _describe(admin, created)
     present = [s for s in specs if s.name in existing and s.name not in results]
     if present:
-        described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in present])}
+        described = await _describe(admin, [s.name for s in present])
         policies = await _cleanup_policies(admin, [s.name for s in present if s.config])
         for spec in present:
             results[spec.name] = _check_existing(spec, described.get(spec.name), policies)
     return [results[s.name] for s in specs]
+
+
+async def _describe(admin: Any, names: Sequence[str], patience: float = 10.0
+                    ) -> dict[str, Any]:
+    """Metadata of topics known to exist.
+
+    Waits while the broker's cache still lags behind the controller: a topic created a moment
+    ago reads as unknown, or without a leader.
+    """
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        described = {t["topic"]: t for t in await admin.describe_topics(list(names))}
+        lagging = [t for t in described.values() if t["error_code"] in (3, 5)
+                   or any(p["leader"] < 0 for p in t["partitions"])]
+        if not lagging or asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.2)
 
 
 def _check_existing(spec: TopicSpec, described: Mapping[str, Any] | None,

@@ -96,9 +96,12 @@ async def aconsume(settings: Settings, topic: str, *, count: int | None = None,
     async def read() -> None:
         await consumer.start()
         partitions = consumer.partitions_for_topic(topic)
-        if not partitions:  # metadata for a new topic may lag a moment behind its creation
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = consumer.partitions_for_topic(topic) or set()
+        patience = time.monotonic() + min(timeout, 10)
+        while not partitions and time.monotonic() < patience:
+            # A topic created a moment ago may not be in the broker's metadata yet.
+            await asyncio.sleep(0.2)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise AssertionError(f"topic {topic!r} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
