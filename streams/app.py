@@ -25,6 +25,7 @@ from faust.types import AppT, EventT
 from streams.bundle import Bundle, load_bundle
 from streams.contracts import DeadLetter
 from streams.encoding import Encoder
+from streams.erasure import ErasureRequest, confirmation
 from streams.kafka_config import faust_broker_settings
 from streams.metrics import WorkerMetrics
 from streams.online import OnlineAccuracy
@@ -33,6 +34,7 @@ from streams.retention import SweepResult, sweep
 from streams.scorer import Scorer
 from streams.settings import Settings
 from streams.topics import WINDOW_TABLE, rekey_topic
+from streams.window import window_header
 
 log = logging.getLogger("shopcast.worker")
 
@@ -159,6 +161,14 @@ def _wire(worker: Worker) -> None:
             metrics.observe_sent(time.time(), [r.event.ts_ms for r in ready],
                                  [r.source.timestamp_ms for r in ready])
 
+    erasures = app.topic(settings.erasure_topic, allow_empty=True)
+    audit = app.topic(settings.audit_topic)
+
+    @app.agent(erasures, name="shopcast.erase")  # type: ignore[arg-type]
+    async def erase(stream: Stream) -> None:
+        async for event in stream.events():
+            _erase(worker, event, audit)
+
     @app.timer(SWEEP_INTERVAL_S, name="shopcast.expire_windows")
     async def expire_windows() -> None:
         await _sweep(worker)
@@ -206,6 +216,28 @@ def _dead_letter_batch(worker: Worker, ready: list[Ready], dead_letters: faust.T
                             src.partition, src.offset, now_ms, key=src.key)
         dead_letters.send_soon(key=src.key, value=letter.to_json())
         worker.metrics.dead_letters.labels("scoring_failed").inc()
+
+
+def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
+    """Delete a user's window, tombstone it on its changelog partition, confirm on audit."""
+    request = ErasureRequest.from_json(event.message.value)
+    if request is None:
+        log.warning("skipped an erasure request that is not one (partition %d offset %d)",
+                    event.message.partition, event.message.offset)
+        return
+    key = worker.pipeline.window_key(request.user_id)
+    stored = worker.table.data.pop(key, None)
+    header = window_header(stored) if stored is not None else None
+    # The window's own partition, not the request's: they differ only if a producer
+    # used a custom partitioner, and the tombstone must land where the window is.
+    partition = header.partition if header is not None else event.message.partition
+    if stored is not None:
+        worker.table.send_changelog(partition, key, None, value_serializer="raw")
+    worker.online.forget(request.user_id)
+    worker.metrics.erasures.inc()
+    audit.send_soon(key=request.request_id.encode(), value=confirmation(
+        request, window_deleted=stored is not None, partition=partition,
+        worker=worker.settings.app_id))
 
 
 def _active_partitions(worker: Worker) -> set[int]:

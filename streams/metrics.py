@@ -79,6 +79,8 @@ class WorkerMetrics:
         self.lag = Gauge("shopcast_consumer_lag_messages",
                          "Messages not yet consumed, per assigned partition.",
                          ["topic", "partition"], registry=r)
+        self.erasures = Counter("shopcast_erasures", "Erasure requests carried out.",
+                                registry=r)
         self.rebalances = Counter("shopcast_rebalances", "Consumer group rebalances.",
                                   registry=r)
         self.model = Info("shopcast_model", "The model bundle being served.", registry=r)

@@ -66,6 +66,10 @@ class OnlineAccuracy:
             if len(self._last) > self.max_users:
                 self._last.popitem(last=False)
 
+    def forget(self, user_id: str) -> None:
+        """Drop what is remembered about a user (an erasure request)."""
+        self._last.pop(user_id, None)
+
     def _resolve_purchase(self, last: _Last, event: Event, p: float, p_ts: int
                           ) -> tuple[float, int]:
         """Resolve the open purchase prediction if this event settles it; return the open one."""
