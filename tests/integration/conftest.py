@@ -38,7 +38,7 @@ import pytest
 from streams.embedded_broker import EmbeddedBroker, free_port
 from streams.kafka_config import client_kwargs
 from streams.settings import Settings, load_settings
-from streams.topics import TopicResult, ensure_topics
+from streams.topics import TopicResult, ensure_topics, topic_specs
 from tests.integration import kafka_helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -347,8 +347,9 @@ def make_topics(kafka_bootstrap: str, unique_id: str
     ``settings.partitions`` partitions (via ``streams.topics.ensure_topics``; fails on any
     mismatch) and returns the :class:`~streams.topics.TopicResult` list. Pass
     ``changelog_config=FAST_COMPACTION`` to see compaction within seconds on Apache Kafka.
-    At the end of the test every topic whose name starts with this test's ``unique_id`` (Faust's
-    own internal topics included) is deleted, unless ``SHOPCAST_TEST_KEEP_TOPICS`` is set.
+    At the end of the test these topics are deleted, with every topic whose name starts with
+    this test's ``unique_id`` or with ``{app_id}-`` (Faust's own internal topics), unless
+    ``SHOPCAST_TEST_KEEP_TOPICS`` is set.
     """
     used: list[Settings] = []
 
@@ -361,11 +362,14 @@ def make_topics(kafka_bootstrap: str, unique_id: str
     yield make
     if os.environ.get("SHOPCAST_TEST_KEEP_TOPICS"):
         return
-    for settings in used[:1]:  # one admin call deletes every topic with the test's prefix
-        try:
-            asyncio.run(kafka_helpers.adelete_topics_with_prefix(settings, unique_id, timeout=30))
-        except Exception as exc:  # cleanup must not fail the test
-            print(f"could not delete the topics of {unique_id}: {exc}")
+    if not used:
+        return
+    names = {spec.name for settings in used for spec in topic_specs(settings)}
+    prefixes = {unique_id} | {f"{settings.app_id}-" for settings in used}
+    try:
+        asyncio.run(kafka_helpers.adelete_topics(used[0], names, prefixes, timeout=30))
+    except Exception as exc:  # cleanup must not fail the test
+        print(f"could not delete the topics of {unique_id}: {exc}")
 
 
 @dataclass

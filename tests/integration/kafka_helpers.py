@@ -149,22 +149,33 @@ def json_values(records: Iterable[ConsumerRecord]) -> list[Any]:
 
 # --- topics ----------------------------------------------------------------------------------
 
-async def adelete_topics_with_prefix(settings: Settings, prefix: str, *,
-                                     timeout: float = 30.0) -> list[str]:
-    """Delete every topic whose name starts with ``prefix``; return their names."""
+async def adelete_topics(settings: Settings, names: Iterable[str] = (),
+                         prefixes: Iterable[str] = (), *, timeout: float = 30.0) -> list[str]:
+    """Delete the named topics and every topic starting with one of ``prefixes``, if present.
+
+    Returns the names deleted.
+    """
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
+    wanted, starts = set(names), tuple(prefixes)
 
     async def delete() -> list[str]:
         await admin.start()
-        names = [n for n in await admin.list_topics() if n.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
+        found = [n for n in await admin.list_topics()
+                 if n in wanted or (starts and n.startswith(starts))]
+        if found:
+            await admin.delete_topics(found)
+        return found
 
     try:
         return await asyncio.wait_for(delete(), timeout)
     finally:
         await admin.close()
+
+
+async def adelete_topics_with_prefix(settings: Settings, prefix: str, *,
+                                     timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix``; return their names."""
+    return await adelete_topics(settings, prefixes=[prefix], timeout=timeout)
 
 
 async def acreate_topic(settings: Settings, name: str, partitions: int = 1,
