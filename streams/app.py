@@ -175,7 +175,14 @@ def _wire(worker: Worker) -> None:
 
     @app.timer(LAG_INTERVAL_S, name="shopcast.consumer_lag")
     async def consumer_lag() -> None:
-        _update_lag(worker)
+        await _update_lag(worker)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_read_offsets(app: AppT, revoked: set[Any], **kwargs: Any) -> None:
+        # Another worker may read these partitions on; if one comes back, its lag starts
+        # again from the committed position, not from what this worker read before.
+        for tp in revoked:
+            worker.read_offsets.pop((tp.topic, tp.partition), None)
 
 
 def _admit_batch(worker: Worker, stream: Stream, batch: Sequence[EventT],
@@ -264,7 +271,7 @@ async def _sweep(worker: Worker) -> None:
     worker.metrics.users.set(result.live)
 
 
-def _update_lag(worker: Worker) -> None:
+async def _update_lag(worker: Worker) -> None:
     consumer = worker.app.consumer
     lags = []
     for tp in worker.app.assignor.assigned_actives():
@@ -272,8 +279,15 @@ def _update_lag(worker: Worker) -> None:
             continue
         try:
             highwater = consumer.highwater(tp)
+            read = worker.read_offsets.get((tp.topic, tp.partition))
+            if read is None:
+                # Nothing read here since the assignment: the consumer resumes at the committed
+                # offset, so an idle partition has no lag (not its whole length after a restart).
+                position = await consumer.position(tp)
+                if position is None:
+                    continue
+                read = position - 1
         except Exception:  # noqa: S112 - not known yet right after an assignment
             continue
-        read = worker.read_offsets.get((tp.topic, tp.partition), -1)
         lags.append((tp.topic, tp.partition, highwater - read - 1))
     worker.metrics.set_lag(lags)
