@@ -288,7 +288,8 @@ case "${1:-}" in
   restart) stop; start ;;
   status) status ;;
   bootstrap) echo "$BOOTSTRAP" ;;
-  logs) tail -n "${2:-100}" "$LOGDIR/server.log" ;;
+  logs) [ -f "$LOGDIR/server.log" ] || die "no log yet: $LOGDIR/server.log"
+        tail -n "${2:-100}" "$LOGDIR/server.log" ;;
   fetch) fetch; echo "$LIBS" ;;
   reset) stop; rm -rf "$DATA"; say "deleted $DATA" ;;
   version) echo "$VERSION" ;;
