@@ -28,6 +28,9 @@ from streams.contracts import ACTIONS, REASONS
 # low milliseconds, a lagging one in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
+# Event time can trail far behind: apps that buffer offline send events minutes or hours late.
+# How late is worth seeing, so this histogram goes on to a day.
+EVENT_TIME_BUCKETS = (*LATENCY_BUCKETS, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 WINDOW_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 49, 50, 100, 255)
 # ``*_created`` series double the output and no dashboard or alert uses them.
@@ -54,14 +57,14 @@ class WorkerMetrics:
         self.rekeyed = Counter("shopcast_rekeyed_events",
                                "Events whose Kafka key was not their user id, re-sent keyed "
                                "by user.", registry=r)
-        self.batch_size = Histogram("shopcast_batch_size", "Events per scoring batch.",
+        self.batch_size = Histogram("shopcast_batch_size_events", "Events per scoring batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("shopcast_inference_seconds",
                                    "Time of one ONNX call for a batch.",
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.event_to_prediction = Histogram(
             "shopcast_event_to_prediction_seconds",
-            "Event time (the event's ts) to prediction sent.", buckets=LATENCY_BUCKETS,
+            "Event time (the event's ts) to prediction sent.", buckets=EVENT_TIME_BUCKETS,
             registry=r)
         self.append_to_prediction = Histogram(
             "shopcast_append_to_prediction_seconds",
@@ -103,6 +106,12 @@ class WorkerMetrics:
             "shopcast_online_purchase_outcomes",
             "Resolved purchase-within-horizon predictions, by predicted probability bucket "
             "(upper bound) and outcome: for calibration.", ["bucket", "outcome"], registry=r)
+        # With the outcomes, this gives each bucket's mean predicted probability (expected / all
+        # outcomes) beside its observed purchase rate (purchase / all outcomes).
+        self.purchase_expected = Counter(
+            "shopcast_online_purchase_expected",
+            "Sum of the predicted purchase probabilities of resolved predictions, by "
+            "probability bucket: the purchases the model expected.", ["bucket"], registry=r)
         self._prefill()
 
     def _prefill(self) -> None:
@@ -113,6 +122,7 @@ class WorkerMetrics:
         for reason in REASONS:
             self.dead_letters.labels(reason)
         for bucket in PROBABILITY_BUCKETS:
+            self.purchase_expected.labels(bucket)
             for outcome in ("purchase", "none"):
                 self.purchase_outcomes.labels(bucket, outcome)
         for result in ("loaded", "refused"):

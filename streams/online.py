@@ -76,8 +76,10 @@ class OnlineAccuracy:
         bucket = probability_bucket(last.purchase_p)
         if event.type == "purchase" and event.ts_ms - last.purchase_ts <= self.horizon_ms:
             self.metrics.purchase_outcomes.labels(bucket, "purchase").inc()
+            self.metrics.purchase_expected.labels(bucket).inc(last.purchase_p)
             return p, p_ts
         if event.ts_ms - last.purchase_ts > self.horizon_ms:
             self.metrics.purchase_outcomes.labels(bucket, "none").inc()
+            self.metrics.purchase_expected.labels(bucket).inc(last.purchase_p)
             return p, p_ts
         return last.purchase_p, last.purchase_ts  # still open: keep the older prediction
