@@ -65,6 +65,36 @@ async def round_trip(bootstrap: str, topic: str) -> float:
         await consumer.stop()
 
 
+async def throughput(bootstrap: str, topic: str, partitions: int,
+                     n: int = 200_000) -> tuple[float, float]:
+    """Records/s for one aiokafka producer (acks=1, linger 5 ms) and then one consumer."""
+    value = b'{"event_id":"e-1","user_id":"u-1","type":"click","ts":1,"item_id":"i-1"}' * 2
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for i in range(n):
+            await producer.send(topic, value, key=str(i % 1000).encode())
+        await producer.flush()
+        produced = n / (time.monotonic() - started)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        started, seen = time.monotonic(), 0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            seen += sum(len(records) for records in batch.values())
+        return produced, n / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+
+
 def faust_ready(bootstrap: str, partitions: int, session_timeout: float | None = None) -> float:
     """Seconds from starting a one-agent Faust worker (default settings) to its first record."""
     import multiprocessing
@@ -128,6 +158,8 @@ def main() -> None:
     parser.add_argument("--tansu", action="store_true", help="start an embedded tansu broker")
     parser.add_argument("--faust", action="store_true", help="also time a Faust worker's start")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--throughput", action="store_true",
+                        help="also time 200k records through one producer and one consumer")
     parser.add_argument("--faust-session-timeout", type=float, default=None,
                         help="Faust's broker_session_timeout in seconds (default: Faust's, 60)")
     args = parser.parse_args()
@@ -150,6 +182,11 @@ def main() -> None:
         result["round_trip_s"] = round(asyncio.run(round_trip(bootstrap, topic)), 3)
         result["group_join_first_s"] = round(asyncio.run(group_join(bootstrap, topic)), 3)
         result["group_join_next_s"] = round(asyncio.run(group_join(bootstrap, topic)), 3)
+        if args.throughput:
+            topic = f"timing-{uuid.uuid4().hex[:8]}"
+            asyncio.run(create_topic(bootstrap, topic, args.partitions))
+            produced, consumed = asyncio.run(throughput(bootstrap, topic, args.partitions))
+            result["produce_per_s"], result["consume_per_s"] = round(produced), round(consumed)
         if args.faust:
             result["faust_first_record_s"] = round(
                 faust_ready(bootstrap, args.partitions, args.faust_session_timeout), 3)
