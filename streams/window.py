@@ -142,4 +142,6 @@ def encode_history(events: list[Event], encoder: Encoder, ttl_ms: int) -> list[n
             previous = last_ts
             last_ts = max(last_ts, event.ts_ms)
         segments[-1].append(encoder.encode(event, previous))
-    return [np.stack(seg) for seg in segments]
+    # np.array with the dtype, not np.stack: stacking structured scalars promotes
+    # their fields one by one, 200x slower, which dominated encoding a training log.
+    return [np.array(seg, dtype=encoder.dtype) for seg in segments]
