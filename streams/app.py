@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import faust
-from faust.sensors import Sensor
 from faust.streams import Stream
 from faust.types import AppT, EventT
 
@@ -26,6 +25,13 @@ from streams.bundle import Bundle, load_bundle
 from streams.contracts import DeadLetter
 from streams.encoding import Encoder
 from streams.erasure import ErasureRequest, confirmation
+from streams.faust_glue import (
+    LeanMonitor,
+    Outbox,
+    RebalanceSensor,
+    TableWindows,
+    remember_persisted_offsets,
+)
 from streams.kafka_config import faust_broker_settings
 from streams.metrics import WorkerMetrics
 from streams.online import OnlineAccuracy
@@ -72,19 +78,6 @@ class Worker:
         return messages
 
 
-class RebalanceSensor(Sensor):  # type: ignore[misc]
-    """Counts consumer-group rebalances into the worker's metrics."""
-
-    def __init__(self, metrics: WorkerMetrics) -> None:
-        super().__init__()
-        self.metrics = metrics
-
-    def on_rebalance_start(self, app: AppT) -> dict[str, Any]:
-        """A rebalance began."""
-        self.metrics.rebalances.inc()
-        return {}
-
-
 def create_worker(settings: Settings, bundle: Bundle | None = None,
                   metrics: WorkerMetrics | None = None) -> Worker:
     """Build the Faust app for ``settings`` with its topics, table and agent."""
@@ -120,6 +113,7 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
         broker_rebalance_timeout=30.0,
         stream_recovery_delay=0.0,
         producer_linger=0.005,
+        Monitor=LeanMonitor,
     )
     app.sensors.add(RebalanceSensor(metrics))
     # The app's raw serializers apply to the table: keys and windows are bytes.
@@ -135,16 +129,19 @@ def _wire(worker: Worker) -> None:
     settings, app, metrics = worker.settings, worker.app, worker.metrics
     events = app.topic(settings.events_topic, rekey_topic(settings),
                        key_type=bytes, value_type=bytes, allow_empty=True)
-    predictions = app.topic(settings.predictions_topic)
-    dead_letters = app.topic(settings.dlq_topic)
-    rekeyed = app.topic(rekey_topic(settings))
+    track_offsets = settings.store == "rocksdb"
 
     @app.agent(events, name="shopcast.predict")  # type: ignore[arg-type]
     async def predict(stream: Stream) -> None:
         loop = asyncio.get_running_loop()
+        outbox = Outbox(app)
+        windows = TableWindows(worker.table, outbox)
         max_wait = settings.batch_max_wait_ms / 1000.0
         async for batch in stream.take_events(settings.batch_size, within=max_wait or 0.001):
-            ready = _admit_batch(worker, stream, batch, dead_letters, rekeyed)
+            ready = _admit_batch(worker, stream, batch, windows, outbox)
+            sent = await outbox.send()  # window changelog, dead letters, re-keyed events
+            if track_offsets:
+                remember_persisted_offsets(worker.table, sent)
             if not ready:
                 continue
             scored_at = int(time.time() * 1000)
@@ -153,10 +150,12 @@ def _wire(worker: Worker) -> None:
                     worker.executor, partial(worker.score, ready, scored_at))
             except Exception as exc:  # a model failure must not lose the events
                 log.exception("scoring failed for a batch of %d events", len(ready))
-                _dead_letter_batch(worker, ready, dead_letters, exc, scored_at)
+                _dead_letter_batch(worker, ready, outbox, exc, scored_at)
+                await outbox.send()
                 continue
             for r, message in zip(ready, messages, strict=True):
-                predictions.send_soon(key=r.event.user_id.encode("utf-8"), value=message)
+                outbox.add(settings.predictions_topic, r.event.user_id.encode("utf-8"), message)
+            await outbox.send()
             metrics.predictions.inc(len(messages))
             metrics.observe_sent(time.time(), [r.event.ts_ms for r in ready],
                                  [r.source.timestamp_ms for r in ready])
@@ -186,20 +185,20 @@ def _wire(worker: Worker) -> None:
 
 
 def _admit_batch(worker: Worker, stream: Stream, batch: Sequence[EventT],
-                 dead_letters: faust.TopicT, rekeyed: faust.TopicT) -> list[Ready]:
+                 windows: TableWindows, outbox: Outbox) -> list[Ready]:
     now_ms = int(time.time() * 1000)
-    metrics = worker.metrics
+    settings, metrics = worker.settings, worker.metrics
     ready: list[Ready] = []
     for event in batch:
-        # Table writes go to the changelog partition of the *current* event;
-        # inside a batch that must be this record's, not the last one buffered.
-        stream._set_current_event(event)
         message = event.message
+        # A RocksDB store files a write under the current event's partition.
+        stream._set_current_event(event)
+        windows.partition = message.partition
         timestamp = message.timestamp
         record = Incoming(message.key, message.value, message.topic, message.partition,
                           message.offset, int(timestamp * 1000) if timestamp else None)
         worker.read_offsets[(message.topic, message.partition)] = message.offset
-        outcome = worker.pipeline.admit(record, worker.table, now_ms=now_ms)
+        outcome = worker.pipeline.admit(record, windows, now_ms=now_ms)
         if isinstance(outcome, Ready):
             ready.append(outcome)
             metrics.events.labels(outcome.event.type).inc()
@@ -207,21 +206,21 @@ def _admit_batch(worker: Worker, stream: Stream, batch: Sequence[EventT],
             if outcome.duplicate:
                 metrics.duplicates.inc()
         elif isinstance(outcome, DeadLetter):
-            dead_letters.send_soon(key=message.key, value=outcome.to_json())
+            outbox.add(settings.dlq_topic, message.key, outcome.to_json())
             metrics.dead_letters.labels(outcome.reason).inc()
         elif isinstance(outcome, Rekey):
-            rekeyed.send_soon(key=outcome.user_id.encode("utf-8"), value=outcome.value)
+            outbox.add(rekey_topic(settings), outcome.user_id.encode("utf-8"), outcome.value)
             metrics.rekeyed.inc()
     return ready
 
 
-def _dead_letter_batch(worker: Worker, ready: list[Ready], dead_letters: faust.TopicT,
-                       exc: Exception, now_ms: int) -> None:
+def _dead_letter_batch(worker: Worker, ready: list[Ready], outbox: Outbox, exc: Exception,
+                       now_ms: int) -> None:
     for r in ready:
         src = r.source
         letter = DeadLetter(src.value, "scoring_failed", f"scoring failed: {exc}", src.topic,
                             src.partition, src.offset, now_ms, key=src.key)
-        dead_letters.send_soon(key=src.key, value=letter.to_json())
+        outbox.add(worker.settings.dlq_topic, src.key, letter.to_json())
         worker.metrics.dead_letters.labels("scoring_failed").inc()
 
 

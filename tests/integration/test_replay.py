@@ -78,11 +78,9 @@ def test_capture_writes_a_replayable_log(settings_for, make_topics, small_log, t
 
 
 def predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, log, run, tmp_path):
-    settings = settings_for(bundle_path=tiny_bundle, app_id=f"run-{run}",
-                            events_topic=f"run-{run}.events",
-                            predictions_topic=f"run-{run}.predictions",
-                            dlq_topic=f"run-{run}.dlq", erasure_topic=f"run-{run}.erasure",
-                            audit_topic=f"run-{run}.audit")
+    settings = settings_for(bundle_path=tiny_bundle, app_id=run, events_topic=f"{run}.events",
+                            predictions_topic=f"{run}.predictions", dlq_topic=f"{run}.dlq",
+                            erasure_topic=f"{run}.erasure", audit_topic=f"{run}.audit")
     make_topics(settings)
     shopcast(settings, "replay", log, "--max", "--quiet")
     with WorkerProcess(settings, tmp_path / f"worker-{run}.log"):
@@ -96,11 +94,12 @@ def predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, log, run,
 
 
 def test_replaying_a_log_twice_gives_the_same_predictions(settings_for, make_topics,
-                                                         tiny_bundle, small_log, tmp_path):
-    first = predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, small_log, 1,
-                                       tmp_path)
-    second = predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, small_log, 2,
-                                        tmp_path)
+                                                         tiny_bundle, small_log, tmp_path,
+                                                         unique_id):
+    first = predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, small_log,
+                                       f"{unique_id}-run1", tmp_path)
+    second = predictions_of_a_fresh_run(settings_for, make_topics, tiny_bundle, small_log,
+                                        f"{unique_id}-run2", tmp_path)
     assert len(first) == 400 and first.keys() == second.keys()
     for event_id, prediction in first.items():
         again = second[event_id]

@@ -154,15 +154,16 @@ def assert_same_predictions(got, expected):
 
 
 def test_a_restarted_worker_recovers_windows_from_the_changelog(
-        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path, unique_id):
     """Stop a worker halfway; its successor's predictions equal an uninterrupted run's."""
     events = log_events[:800]
     first, second = events[:400], events[400:]
     # Reference: one worker that never stops, on its own app id and topics.
-    reference = settings_for(bundle_path=tiny_bundle, app_id="reference",
-                             events_topic="ref.events", predictions_topic="ref.predictions",
-                             dlq_topic="ref.dlq", erasure_topic="ref.erasure",
-                             audit_topic="ref.audit")
+    ref = f"{unique_id}-ref"
+    reference = settings_for(bundle_path=tiny_bundle, app_id=ref,
+                             events_topic=f"{ref}.events", predictions_topic=f"{ref}.predictions",
+                             dlq_topic=f"{ref}.dlq", erasure_topic=f"{ref}.erasure",
+                             audit_topic=f"{ref}.audit")
     make_topics(reference)
     produce(reference, reference.events_topic, keyed(events))
     with WorkerProcess(reference, tmp_path / "reference.log"):

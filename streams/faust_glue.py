@@ -1,0 +1,144 @@
+"""Thin adapters between shopcast's plain logic and Faust's internals, kept in one place.
+
+Faust's per-message conveniences cost more than shopcast's whole per-event
+work: ``topic.send_soon`` goes through a 100-message buffer that blocks the
+consumer whenever a batch sends more than that, ``table[key] = value`` sends
+its changelog record the same way, and the default Monitor sensor records
+statistics on every event. Here the worker sends straight through Faust's
+own aiokafka producer (so Faust's flush-before-commit still covers every
+message: at-least-once holds), writes windows to the table's store and its
+changelog directly, and runs a Monitor without the per-event hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import faust
+from faust.sensors import Monitor, Sensor
+from faust.types import TP, AppT
+
+from streams.metrics import WorkerMetrics
+
+
+class LeanMonitor(Monitor):  # type: ignore[misc]
+    """Faust's Monitor without the statistics it records on every message and event."""
+
+    def on_message_in(self, tp: Any, offset: Any, message: Any) -> None:  # noqa: D102
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: Any, stream: Any, event: Any) -> None:  # noqa: D102
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: Any, stream: Any, event: Any,  # noqa: D102
+                            state: Any = None) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: Any, message: Any) -> None:  # noqa: D102
+        pass
+
+    def on_table_get(self, table: Any, key: Any) -> None:  # noqa: D102
+        pass
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:  # noqa: D102
+        pass
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int,  # noqa: D102
+                          valsize: int) -> Any:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:  # noqa: D102
+        pass
+
+
+class RebalanceSensor(Sensor):  # type: ignore[misc]
+    """Counts consumer-group rebalances into the worker's metrics."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def on_rebalance_start(self, app: AppT) -> dict[str, Any]:
+        """A rebalance began."""
+        self.metrics.rebalances.inc()
+        return {}
+
+
+class Outbox:
+    """Messages a batch produces, sent straight through Faust's aiokafka producer."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.pending: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None,
+            partition: int | None = None) -> None:
+        """Queue one message for the next :meth:`send`."""
+        self.pending.append((topic, key, value, partition))
+
+    async def send(self) -> list[Any]:
+        """Hand every queued message to the producer; returns their delivery futures."""
+        producer = self.app.producer
+        futures: list[Any] = []
+        pending, self.pending = self.pending, []
+        for topic, key, value, partition in pending:
+            futures.append(await producer.send(topic, key, value, partition=partition,
+                                               timestamp=None, headers=None))
+        return futures
+
+
+class TableWindows(MutableMapping[bytes, bytes]):
+    """The window table as a plain mapping: reads and writes its store, queues changelog records.
+
+    Writes go to the store at once (a user's next event in the same batch sees
+    them) and to the changelog through the :class:`Outbox`, on the partition
+    the caller names -- the record's own partition, as Faust would choose.
+    """
+
+    def __init__(self, table: Any, outbox: Outbox) -> None:
+        self.table = table
+        self.store = table.data
+        self.outbox = outbox
+        self.changelog = table.changelog_topic.get_topic_name()
+        self.partition = 0
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return self.store[key]  # type: ignore[no-any-return]
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        """The stored window bytes, or ``default``."""
+        return self.store.get(key, default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.store[key] = value
+        self.outbox.add(self.changelog, key, value, self.partition)
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.store[key]
+        self.outbox.add(self.changelog, key, None, self.partition)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.store)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+def remember_persisted_offsets(table: Any, futures: list[Any]) -> None:
+    """Tell a RocksDB store how far its changelog got, as Faust's own table writes do.
+
+    On recovery, a store that knows its persisted offset reads only the
+    changelog after it instead of the whole topic.
+    """
+    changelog = table.changelog_topic.get_topic_name()
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            meta = fut.result()
+            if meta.topic == changelog:
+                table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+
+    for fut in futures:
+        fut.add_done_callback(done)
