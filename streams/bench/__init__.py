@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: pipeline throughput and latency, inference cost."""

@@ -1,0 +1,129 @@
+"""``shopcast bench inference``: what one prediction costs in the model, in one run.
+
+Per-event time of the bundle's ONNX model at batch sizes 1, 16, 64 and 256 on
+full windows of simulated shoppers: onnxruntime fp32, onnxruntime int8
+(dynamic quantization of the same graph), and PyTorch eager when torch and a
+checkpoint of the same model are available. One inference thread each, as the
+worker runs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from streams.bundle import Bundle, load_bundle
+from streams.encoding import MODEL_OUTPUTS, Encoder, batch_inputs
+from streams.traffic import simulated_traffic
+from streams.window import UserWindow
+
+BATCH_SIZES = (1, 16, 64, 256)
+
+
+def full_windows(bundle: Bundle, n: int) -> list[np.ndarray]:
+    """``n`` windows of simulated shoppers, as long as the bundle allows."""
+    import orjson
+
+    from streams.contracts import event_from_dict
+
+    encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
+    windows: dict[str, UserWindow] = {}
+    done: list[np.ndarray] = []
+    for record in itertools.islice(simulated_traffic(retime=False), 400_000):
+        event = event_from_dict(orjson.loads(record.value), now_ms=2**62)
+        window = windows.get(event.user_id) or UserWindow.empty(encoder)
+        window = window.append(event, encoder, now_ms=0, ttl_ms=2**62)
+        windows[event.user_id] = window
+        if len(window) == bundle.spec.max_len:
+            done.append(window.records.copy())
+            del windows[event.user_id]
+            if len(done) >= n:
+                break
+    return done
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def per_event_us(run: Callable[[], Any], batch: int, seconds: float) -> float:
+    """Median per-event microseconds of ``run`` over repeated calls for about ``seconds``."""
+    run()  # warm up
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 3:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) / batch * 1e6
+
+
+def run_inference_bench(bundle_path: Path, checkpoint: Path | None, *, seconds: float = 2.0,
+                        say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every variant at every batch size; returns the figures."""
+    bundle = load_bundle(bundle_path)
+    say(f"bundle {bundle.model_version}: {len(bundle.items) - 3} items, max_len "
+        f"{bundle.spec.max_len}")
+    windows = full_windows(bundle, max(BATCH_SIZES))
+    inputs = {b: batch_inputs(windows[:b], bundle.spec) for b in BATCH_SIZES}
+    variants: dict[str, Callable[[int], Callable[[], Any]]] = {}
+    fp32 = _session(bundle.model_path)
+    variants["onnxruntime fp32"] = lambda b: lambda: fp32.run(list(MODEL_OUTPUTS), inputs[b])
+    int8 = _session(_quantized(bundle))
+    variants["onnxruntime int8"] = lambda b: lambda: int8.run(list(MODEL_OUTPUTS), inputs[b])
+    eager = _torch_eager(bundle, checkpoint)
+    if eager is not None:
+        variants["pytorch eager"] = lambda b: lambda: eager(inputs[b])
+    else:
+        say("pytorch eager: skipped (needs torch and a checkpoint: --checkpoint)")
+    results: dict[str, dict[str, float]] = {}
+    for name, make in variants.items():
+        results[name] = {}
+        for b in BATCH_SIZES:
+            us = per_event_us(make(b), b, seconds)
+            results[name][str(b)] = round(us, 2)
+            say(f"{name:18s} batch {b:4d}: {us:9.1f} µs/event ({1e6 / us:,.0f} events/s)")
+    return {"bundle": bundle.model_version, "window_length": bundle.spec.max_len,
+            "items": len(bundle.items) - 3, "us_per_event": results}
+
+
+def _quantized(bundle: Bundle) -> Path:
+    """The bundle's model, dynamically quantized to int8 (in a temporary file)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(tempfile.mkdtemp(prefix="shopcast-int8-")) / "model.int8.onnx"
+    quantize_dynamic(str(bundle.model_path), str(out), weight_type=QuantType.QInt8)
+    return out
+
+
+def _torch_eager(bundle: Bundle, checkpoint: Path | None) -> Callable[[dict[str, np.ndarray]],
+                                                                        Any] | None:
+    """A callable running the same model in PyTorch, or None when that is not possible."""
+    path = checkpoint or bundle.path / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    try:
+        import torch
+
+        from model_export.checkpoint import Checkpoint
+        from model_export.model import Predictor
+    except ImportError:
+        return None
+    model = Predictor(Checkpoint.load(path).model(), bundle.top_k).eval()
+    torch.set_num_threads(1)
+
+    def run(batch: dict[str, np.ndarray]) -> Any:
+        with torch.inference_mode():
+            return model(*(torch.from_numpy(batch[k]) for k in
+                           ("items", "categories", "actions", "gaps", "queries")))
+    return run

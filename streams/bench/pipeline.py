@@ -1,0 +1,265 @@
+"""``shopcast bench pipeline``: the worker against the ceiling of Python + Kafka, in one run.
+
+On one broker and one simulated log:
+
+(a) *raw*: an aiokafka loop that consumes the events, decodes the JSON, adds
+    a field and produces them again -- the most a Python process can move
+    through Kafka on this machine;
+(b) *worker*: a real ``shopcast worker`` process scoring the same events.
+
+Both start with the whole log already in the topic, so they run flat out;
+throughput is events over the time from the first output to the last. Then,
+with the worker warm, events are offered at 25%, 50% and 75% of the worker's
+measured maximum and the end-to-end latency (event produced -> prediction
+consumed) is measured for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.embedded_broker import free_port
+from streams.eventlog import LogRecord
+from streams.kafka_config import client_kwargs
+from streams.replay import Pacing, producer_options, replay
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.traffic import simulated_traffic
+
+LOAD_FRACTIONS = (0.25, 0.50, 0.75)
+
+
+@dataclass
+class PipelineResult:
+    """Everything ``bench pipeline`` measured."""
+
+    events: int
+    raw_eps: float
+    worker_eps: float
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    broker: str = ""
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Worker throughput as a fraction of the raw passthrough's."""
+        return self.worker_eps / self.raw_eps if self.raw_eps else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON line ``--json`` prints."""
+        return {"events": self.events, "raw_eps": round(self.raw_eps, 1),
+                "worker_eps": round(self.worker_eps, 1),
+                "throughput_ratio": round(self.throughput_ratio, 4),
+                "latency_ms": self.latency_ms, "broker": self.broker}
+
+
+def bench_log(n: int) -> list[LogRecord]:
+    """``n`` simulated events from new shoppers of the default shop, stamped recently."""
+    return list(itertools.islice(simulated_traffic(), n))
+
+
+async def preload(settings: Settings, topic: str, records: list[LogRecord]) -> None:
+    """Put the whole log into ``topic`` before anything consumes it."""
+    await replay(records, topic=topic, client=client_kwargs(settings))
+
+
+async def raw_passthrough(settings: Settings, source: str, target: str, n: int) -> float:
+    """The ceiling: consume, decode, add a field, produce; returns events per second."""
+    client = client_kwargs(settings)
+    consumer = AIOKafkaConsumer(source, **client, group_id=f"raw-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=True,
+                                max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)
+    producer = AIOKafkaProducer(**client, **producer_options())
+    await consumer.start()
+    await producer.start()
+    done = 0
+    first: float | None = None
+    try:
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                if first is None:
+                    first = time.perf_counter()
+                for record in records:
+                    event = orjson.loads(record.value)
+                    event["seen_by"] = "raw"
+                    await producer.send(target, orjson.dumps(event), key=record.key)
+                done += len(records)
+        await producer.flush()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    assert first is not None
+    return n / (time.perf_counter() - first)
+
+
+class BenchWorker:
+    """A ``shopcast worker`` subprocess whose progress is read from its /metrics."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings.model_copy(update={"metrics_port": free_port(),
+                                                    "metrics_host": "127.0.0.1"})
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker process."""
+        env = {**os.environ, **self.settings.to_environment()}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Stop it gracefully (SIGTERM), or kill it after 20 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def predictions(self) -> float:
+        """``shopcast_predictions_total`` from /metrics (0 until it answers)."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited ({self.process.returncode}); see "
+                               f"{self.log_path}")
+        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                text = response.read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith("shopcast_predictions_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    async def wait_for(self, count: float, timeout: float) -> tuple[float, float]:
+        """Wait until ``count`` predictions; return (time of the first, time of the last)."""
+        first: float | None = None
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.predictions()
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first = now
+            if done >= count:
+                assert first is not None
+                return first, now
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker made {done:.0f} of {count:.0f} predictions "
+                                   f"within {timeout:.0f} s; see {self.log_path}")
+            await asyncio.sleep(0.05)
+
+
+async def offered_load(settings: Settings, records: list[LogRecord], rate: float
+                       ) -> dict[str, float]:
+    """Offer ``records`` at ``rate`` events/s; end-to-end latency percentiles in ms."""
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(settings.predictions_topic, p) for p in range(settings.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+
+    async def collect() -> None:
+        while len(latencies) < len(records):
+            batches = await consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            for batch in batches.values():
+                for record in batch:
+                    event_id = orjson.loads(record.value)["event_id"]
+                    sent = sent_at.pop(event_id, None)
+                    if sent is not None:
+                        latencies.append((now - sent) * 1000.0)
+
+    def on_sent(record: LogRecord, at: float) -> None:
+        sent_at[orjson.loads(record.value)["event_id"]] = at
+
+    collector = asyncio.create_task(collect())
+    try:
+        result = await replay(records, topic=settings.events_topic,
+                              client=client_kwargs(settings), pacing=Pacing(rate=rate),
+                              on_sent=on_sent)
+        await asyncio.wait_for(collector, timeout=120)
+    finally:
+        collector.cancel()
+        await consumer.stop()
+    values = np.asarray(latencies)
+    return {"offered_eps": round(rate, 1), "achieved_eps": round(result.rate, 1),
+            "p50": round(float(np.percentile(values, 50)), 2),
+            "p95": round(float(np.percentile(values, 95)), 2),
+            "p99": round(float(np.percentile(values, 99)), 2)}
+
+
+def bench_settings(settings: Settings, run: str) -> Settings:
+    """Run-specific topics so a benchmark never reads an earlier run's data."""
+    return settings.model_copy(update={
+        "app_id": f"bench-{run}", "events_topic": f"bench-{run}.events",
+        "predictions_topic": f"bench-{run}.predictions", "dlq_topic": f"bench-{run}.dlq",
+        "erasure_topic": f"bench-{run}.erasure", "audit_topic": f"bench-{run}.audit",
+        "data_dir": Path(tempfile.mkdtemp(prefix="shopcast-bench-")),
+    })
+
+
+async def run_pipeline_bench(settings: Settings, n: int, *, latency_seconds: float = 15.0,
+                             say: Callable[[str], None] = print) -> PipelineResult:
+    """Measure (a) raw, (b) worker and the latency at three offered loads."""
+    run = f"{int(time.time())}"
+    settings = bench_settings(settings, run)
+    raw_in, raw_out = f"bench-{run}.raw-in", f"bench-{run}.raw-out"
+    await ensure_topics(settings)
+    await ensure_topics(settings.model_copy(update={
+        "app_id": f"bench-{run}-raw", "events_topic": raw_in, "predictions_topic": raw_out,
+        "dlq_topic": f"{raw_out}.dlq", "erasure_topic": f"{raw_out}.erasure",
+        "audit_topic": f"{raw_out}.audit"}))
+    say(f"simulating {n:,} events…")
+    records = bench_log(n)
+    say("preloading both input topics…")
+    await preload(settings, raw_in, records)
+    await preload(settings, settings.events_topic, records)
+
+    say("(a) raw aiokafka passthrough…")
+    raw_eps = await raw_passthrough(settings, raw_in, raw_out, n)
+    say(f"    {raw_eps:,.0f} events/s")
+
+    say("(b) shopcast worker…")
+    worker = BenchWorker(settings, settings.data_dir / "worker.log")
+    worker.start()
+    try:
+        first, last = await worker.wait_for(n, timeout=max(300.0, n / 200))
+        # The first prediction marks the worker's start of work; count from there.
+        worker_eps = (n - 1) / max(1e-9, last - first)
+        say(f"    {worker_eps:,.0f} events/s (ratio {worker_eps / raw_eps:.3f})")
+        result = PipelineResult(n, raw_eps, worker_eps, broker=settings.bootstrap_servers)
+        more = simulated_traffic(first_user=2_000_000)
+        for fraction in LOAD_FRACTIONS:
+            rate = worker_eps * fraction
+            count = max(200, int(rate * latency_seconds))
+            batch = list(itertools.islice(more, count))
+            say(f"    latency at {fraction:.0%} of max ({rate:,.0f} events/s, "
+                f"{count:,} events)…")
+            result.latency_ms[f"{int(fraction * 100)}%"] = await offered_load(
+                settings, batch, rate)
+            lat = result.latency_ms[f"{int(fraction * 100)}%"]
+            say(f"      p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms")
+    finally:
+        worker.stop()
+    return result
