@@ -21,6 +21,7 @@ import faust
 from faust.streams import Stream
 from faust.types import AppT, EventT
 
+from streams import faust_fixes
 from streams.bundle import Bundle, load_bundle
 from streams.contracts import DeadLetter
 from streams.encoding import Encoder
@@ -81,6 +82,7 @@ class Worker:
 def create_worker(settings: Settings, bundle: Bundle | None = None,
                   metrics: WorkerMetrics | None = None) -> Worker:
     """Build the Faust app for ``settings`` with its topics, table and agent."""
+    faust_fixes.apply()  # without them a rebalance or a crash loses events
     bundle = bundle or load_bundle(settings.bundle_path)
     metrics = metrics or WorkerMetrics()
     metrics.set_model(bundle.model_version, str(bundle.manifest["created_at"]),

@@ -1,0 +1,145 @@
+"""Two fixes to faust-streaming (0.15) without which a rebalance or a crash loses events.
+
+Both were found by the reliability tests (``tests/integration/test_scale_out.py`` and
+``test_crash.py``) on Apache Kafka, and :func:`apply` installs them once per process before
+the worker's app starts.
+
+1. **A batch fetched before a seek is delivered after it.** On every rebalance Faust seeks
+   its stream partitions back to their committed offsets (``Consumer.perform_seek``) and
+   resets its *read offsets* to match; the fetch loop then skips any record below a
+   partition's read offset as already seen. But a batch that was fetched before the seek --
+   the fetch was in flight, or the loop was busy delivering the batch's first records while
+   the rebalance ran -- goes on being delivered afterwards (``Consumer.getmany`` checks the
+   consumer generation only after the fetch returned). Its records raise the read offset
+   past the records the seek is about to fetch again, so those are skipped as already seen:
+   never processed, never acknowledged, and the committed offset stops in front of them for
+   good (faust-streaming issues #318, #681 and #312 describe the symptoms). The scale-out test
+   saw it as 8, and in another run 89, consecutive events of one partition without a
+   prediction, the partition's committed offset stuck at the first of them.
+   The fix: count seeks; a batch during whose delivery a seek happened is not delivered any
+   further, and the partitions are sought to their committed offsets once more, so whatever
+   the stale batch touched is fetched again. At worst an event is processed twice, which the
+   pipeline's redelivery handling makes harmless (same window, same prediction).
+
+2. **Offsets are committed before the messages are sent.** Faust flushes its producer before
+   committing, but ``ProducerBuffer.flush`` (the queue behind ``send_soon`` and table
+   writes) gives up after 0.1 s without progress -- as when aiokafka's batch for a partition
+   is full and waits for the broker -- and the commit goes ahead with messages still queued;
+   a crash then loses them although their events are committed. The fix: flush waits until
+   the queue is empty and the last hand-off to aiokafka is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
+
+from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
+
+log = logging.getLogger("shopcast.faust_fixes")
+
+_APPLIED = "_shopcast_fixes_applied"
+_SEEKS = "_shopcast_seeks"
+_INFLIGHT = "_shopcast_inflight"
+
+
+class Counts:
+    """How often the fixes stepped in, in this process (read by tests)."""
+
+    stale_batches = 0
+
+
+# Faust's own methods, kept for the patched ones to call (and for tests to inspect).
+ORIGINALS: dict[str, Any] = {}
+
+
+def apply() -> None:
+    """Patch Faust's consumer and producer buffer; safe to call more than once."""
+    if getattr(Consumer, _APPLIED, False):
+        return
+    ORIGINALS.update(perform_seek=Consumer.perform_seek, getmany=Consumer.getmany,
+                     send_pending=ProducerBuffer._send_pending, flush=ProducerBuffer.flush)
+
+    async def perform_seek(self: Consumer) -> None:
+        # Counted before the seek starts: a batch checked while it runs is already stale.
+        setattr(self, _SEEKS, seek_count(self) + 1)
+        await ORIGINALS["perform_seek"](self)
+
+    def getmany(self: Consumer, timeout: float) -> AsyncIterator[Any]:
+        return guarded(self, ORIGINALS["getmany"](self, timeout))
+
+    perform_seek.__doc__ = ORIGINALS["perform_seek"].__doc__
+    getmany.__doc__ = ORIGINALS["getmany"].__doc__
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer.getmany = getmany  # type: ignore[method-assign,assignment]
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = _flush  # type: ignore[method-assign]
+    setattr(Consumer, _APPLIED, True)
+
+
+async def guarded(consumer: Any, fetched: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass on ``fetched`` records until ``consumer`` seeks; then stop and seek once more.
+
+    ``fetched`` must not have started yet (an async generator runs on its first iteration),
+    so a seek while it fetches counts as one during the batch.
+    """
+    seeks = seek_count(consumer)
+    async with aclosing(cast(AsyncGenerator[Any, None], fetched)) as records:
+        async for item in records:
+            if seek_count(consumer) != seeks:
+                break
+            yield item
+    # Checked after the last record too: the fetch loop records a read offset for it only
+    # after it was handed over, which may be after a seek.
+    if seek_count(consumer) != seeks:
+        Counts.stale_batches += 1
+        await reseek(consumer)
+
+
+def seek_count(consumer: Consumer) -> int:
+    """How many times ``consumer`` has sought its stream partitions to the committed offsets."""
+    return int(getattr(consumer, _SEEKS, 0))
+
+
+async def reseek(consumer: Consumer) -> None:
+    """Seek to the committed offsets again after a stale batch, so nothing it touched is lost."""
+    log.warning("a rebalance overtook a fetched batch: dropped the rest of it, seeking to the "
+                "committed offsets again (events after them are processed again)")
+    try:
+        await consumer.perform_seek()
+    except Exception as exc:  # a rebalance in progress seeks again when it completes
+        log.warning("seeking after a stale batch failed (%r); the rebalance in progress "
+                    "seeks when it completes", exc)
+
+
+async def _send_pending(self: ProducerBuffer, fut: Any) -> None:
+    """Hand one message to the producer, counting hand-offs in progress for :func:`_flush`."""
+    setattr(self, _INFLIGHT, in_flight(self) + 1)
+    try:
+        await fut.message.channel.publish_message(fut, wait=False)
+    finally:
+        setattr(self, _INFLIGHT, in_flight(self) - 1)
+
+
+async def _flush(self: ProducerBuffer) -> None:
+    """Wait until every buffered message has been handed to the producer (no time limit).
+
+    Faust's own version returns after 0.1 s without progress; the commit that follows would
+    then cover messages that were never sent.
+    """
+    while self.size or in_flight(self):
+        if self.state != "running" and self.size:
+            raise RuntimeError("Cannot flush: Producer not Running")
+        if self.size:
+            await self.flush_atmost(None)
+        else:
+            await asyncio.sleep(0.001)  # the last hand-off is still in progress
+
+
+def in_flight(buffer: ProducerBuffer) -> int:
+    """Messages being handed from ``buffer`` to the producer right now."""
+    return int(getattr(buffer, _INFLIGHT, 0))
