@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -61,6 +62,16 @@ class EncodingSpec:
         fields = dict(data)
         fields["actions"] = tuple(fields.get("actions", ACTIONS))  # type: ignore[arg-type]
         return cls(**fields)  # type: ignore[arg-type]
+
+
+# Byte offset of the event-id hash inside a record (after item u4, category u2,
+# action u1, gap u1).
+EVENT_OFFSET = 8
+
+
+def record_struct(spec: EncodingSpec) -> struct.Struct:
+    """The same layout as :func:`record_dtype`, for packing one record without numpy."""
+    return struct.Struct(f"<IHBBI{spec.query_slots}H")
 
 
 def record_dtype(spec: EncodingSpec) -> np.dtype:
@@ -176,28 +187,39 @@ class Encoder:
         self.items = items
         self.categories = categories
         self.dtype = record_dtype(spec)
+        self._struct = record_struct(spec)
+        self.itemsize = self._struct.size
+        assert self.itemsize == self.dtype.itemsize
         # 16 bits of the item vocabulary's digest, stamped on every stored window.
         self.vocab_tag = int(items.digest()[:4], 16)
 
+    def pack(self, event: Event, previous_ts_ms: int | None) -> bytes:
+        """One event as a packed record (the bytes a window stores)."""
+        gap = None if previous_ts_ms is None else (event.ts_ms - previous_ts_ms) / 1000.0
+        return self._struct.pack(
+            self.items.index(event.item_id),
+            self.categories.index(event.category),
+            ACTION_INDEX[event.type] + 1,  # 0 is padding
+            gap_bucket(gap, self.spec),
+            event_hash(event.event_id),
+            *query_features(event.query, self.spec),
+        )
+
     def encode(self, event: Event, previous_ts_ms: int | None) -> np.ndarray:
         """One event as a 0-d record of :func:`record_dtype`."""
-        rec = np.zeros((), dtype=self.dtype)
-        rec["item"] = self.items.index(event.item_id)
-        rec["category"] = self.categories.index(event.category)
-        rec["action"] = ACTION_INDEX[event.type] + 1  # 0 is padding
-        gap = None if previous_ts_ms is None else (event.ts_ms - previous_ts_ms) / 1000.0
-        rec["gap"] = gap_bucket(gap, self.spec)
-        rec["event"] = event_hash(event.event_id)
-        rec["query"] = query_features(event.query, self.spec)
-        return rec
+        return np.frombuffer(self.pack(event, previous_ts_ms), dtype=self.dtype)[0]
 
 
-def batch_inputs(windows: Sequence[np.ndarray], spec: EncodingSpec) -> dict[str, np.ndarray]:
-    """Model inputs for a batch of windows (arrays of records), left-padded to the longest.
+def batch_inputs(windows: Sequence[np.ndarray | bytes], spec: EncodingSpec
+                 ) -> dict[str, np.ndarray]:
+    """Model inputs for a batch of windows, left-padded to the longest.
 
-    The newest event of every window sits at the last position, which is where
-    the model reads its prediction.
+    A window is an array of records or their packed bytes. The newest event
+    of every window sits at the last position, which is where the model reads
+    its prediction.
     """
+    if windows and isinstance(windows[0], bytes):
+        return _batch_from_bytes(windows, spec)  # type: ignore[arg-type]
     length = max(1, max((len(w) for w in windows), default=1))
     batch = len(windows)
     items = np.zeros((batch, length), dtype=np.int64)
@@ -206,6 +228,7 @@ def batch_inputs(windows: Sequence[np.ndarray], spec: EncodingSpec) -> dict[str,
     gaps = np.zeros((batch, length), dtype=np.int64)
     queries = np.zeros((batch, length, spec.query_slots), dtype=np.int64)
     for row, window in enumerate(windows):
+        assert isinstance(window, np.ndarray)
         n = len(window)
         if n == 0:
             continue
@@ -216,3 +239,21 @@ def batch_inputs(windows: Sequence[np.ndarray], spec: EncodingSpec) -> dict[str,
         queries[row, length - n:] = window["query"]
     return {"items": items, "categories": categories, "actions": actions, "gaps": gaps,
             "queries": queries}
+
+
+def _batch_from_bytes(bodies: Sequence[bytes], spec: EncodingSpec) -> dict[str, np.ndarray]:
+    # Left-pad every window with zero records, join, and read each field as one
+    # (B, T) view: a handful of numpy calls per batch instead of per window.
+    dtype = record_dtype(spec)
+    size = dtype.itemsize
+    length = max(1, max(len(b) for b in bodies) // size)
+    full = length * size
+    joined = b"".join(bytes(full - len(b)) + b if len(b) < full else b for b in bodies)
+    records = np.frombuffer(joined, dtype=dtype).reshape(len(bodies), length)
+    return {
+        "items": records["item"].astype(np.int64),
+        "categories": records["category"].astype(np.int64),
+        "actions": records["action"].astype(np.int64),
+        "gaps": records["gap"].astype(np.int64),
+        "queries": records["query"].astype(np.int64),
+    }

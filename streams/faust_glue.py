@@ -67,7 +67,12 @@ class RebalanceSensor(Sensor):  # type: ignore[misc]
 
 
 class Outbox:
-    """Messages a batch produces, sent straight through Faust's aiokafka producer."""
+    """Messages a batch produces, sent straight through Faust's aiokafka producer.
+
+    Messages with a known partition go out as one record batch per partition
+    (aiokafka's ``send_batch``), which costs a fraction of a ``send`` per
+    message; the order within each partition is the order they were added.
+    """
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
@@ -80,12 +85,24 @@ class Outbox:
 
     async def send(self) -> list[Any]:
         """Hand every queued message to the producer; returns their delivery futures."""
-        producer = self.app.producer
-        futures: list[Any] = []
+        # The aiokafka producer inside Faust's: the one Faust flushes before committing.
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         pending, self.pending = self.pending, []
+        futures: list[Any] = []
+        batches: dict[tuple[str, int], Any] = {}
         for topic, key, value, partition in pending:
-            futures.append(await producer.send(topic, key, value, partition=partition,
-                                               timestamp=None, headers=None))
+            if partition is None:  # the producer's partitioner decides (rare: DLQ, re-keying)
+                futures.append(await producer.send(topic, value, key=key))
+                continue
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # batch full
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
 

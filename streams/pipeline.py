@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
-import numpy as np
-
 from streams.bundle import BundleError
 from streams.contracts import DeadLetter, Event, Rejection, decode_event
 from streams.encoding import Encoder, event_hash
@@ -38,10 +36,11 @@ class Ready:
     """A valid event and the window (ending with it) that the model scores."""
 
     event: Event
-    records: np.ndarray
+    records: bytes  # packed records of the window ending with this event
     duplicate: bool
     window_length: int
     source: Incoming
+    item_index: int  # the event's item in the model's vocabulary (for online accuracy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +97,14 @@ class Pipeline:
         window = self._load(windows, key)
         position = window.position_of(event_hash(event.event_id))
         if position is not None:
-            records = window.records[: position + 1]
-            return Ready(event, records, duplicate=True, window_length=len(window), source=record)
+            records = window.prefix(position)
+            return Ready(event, records, duplicate=True, window_length=len(window), source=record,
+                         item_index=self.encoder.items.index(event.item_id))
         window = window.append(event, self.encoder, now_ms=now_ms, ttl_ms=self.ttl_ms,
                                max_len=self.window_length, partition=record.partition)
         windows[key] = window.to_bytes()
-        return Ready(event, window.records, duplicate=False, window_length=len(window),
-                     source=record)
+        return Ready(event, window.body, duplicate=False, window_length=len(window),
+                     source=record, item_index=self.encoder.items.index(event.item_id))
 
     def _load(self, windows: MutableMapping[bytes, bytes], key: bytes) -> UserWindow:
         stored = windows.get(key)

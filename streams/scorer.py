@@ -58,13 +58,13 @@ class Scorer:
         # Item ids as an object array so a whole batch of indices maps in one take().
         self._item_ids = np.array([""] * 3 + bundle.items.tokens, dtype=object)
 
-    def score(self, windows: Sequence[np.ndarray]) -> Scores:
-        """Run the model on a batch of windows (arrays of encoded records)."""
+    def score(self, windows: Sequence[np.ndarray | bytes]) -> Scores:
+        """Run the model on a batch of windows (record arrays or packed record bytes)."""
         inputs = batch_inputs(windows, self.bundle.spec)
         outputs = self.session.run(list(MODEL_OUTPUTS), inputs)
         return Scores(*outputs)
 
-    def predict(self, events: Sequence[Event], windows: Sequence[np.ndarray], *,
+    def predict(self, events: Sequence[Event], windows: Sequence[np.ndarray | bytes], *,
                 scored_at: int) -> tuple[list[bytes], Scores]:
         """Prediction v1 JSON for each event, given the window that ends with it.
 

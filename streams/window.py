@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.contracts import Event
-from streams.encoding import Encoder
+from streams.encoding import EVENT_OFFSET, Encoder
 
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<BBHHqI")
+_U32 = struct.Struct("<I")
 HEADER_BYTES = _HEADER.size
 
 
@@ -53,22 +54,33 @@ def window_header(data: bytes) -> WindowHeader | None:
 
 @dataclass(frozen=True, slots=True)
 class UserWindow:
-    """The newest ``max_len`` events of one user, as records of the encoder's dtype."""
+    """The newest events of one user: packed records (``body``) and the header fields.
 
-    records: np.ndarray
+    Every operation on the hot path (parse, find a redelivery, append, store)
+    works on bytes; :attr:`records` gives a numpy view for code that wants one.
+    """
+
+    body: bytes
+    itemsize: int
     last_ts_ms: int
     updated_s: int
     partition: int = 0
     vocab_tag: int = 0
+    dtype: np.dtype | None = None
 
     def __len__(self) -> int:
         """Number of events held."""
-        return len(self.records)
+        return len(self.body) // self.itemsize
+
+    @property
+    def records(self) -> np.ndarray:
+        """The records as a structured numpy array (a view on the bytes)."""
+        return np.frombuffer(self.body, dtype=self.dtype)
 
     @classmethod
     def empty(cls, encoder: Encoder) -> UserWindow:
         """A window with no events yet."""
-        return cls(np.zeros(0, dtype=encoder.dtype), 0, 0, 0, encoder.vocab_tag)
+        return cls(b"", encoder.itemsize, 0, 0, 0, encoder.vocab_tag, encoder.dtype)
 
     @classmethod
     def from_bytes(cls, data: bytes, encoder: Encoder) -> UserWindow:
@@ -78,24 +90,35 @@ class UserWindow:
         version, count, partition, tag, last_ts, updated = _HEADER.unpack_from(data)
         if version != FORMAT_VERSION:
             raise WindowFormatError(f"window format version {version}, expected {FORMAT_VERSION}")
-        body = memoryview(data)[HEADER_BYTES:]
-        if len(body) != count * encoder.dtype.itemsize:
+        if len(data) - HEADER_BYTES != count * encoder.itemsize:
             raise WindowFormatError(
-                f"window holds {len(body)} record bytes for {count} events of "
-                f"{encoder.dtype.itemsize} bytes: it was written with another encoding")
-        records = np.frombuffer(body, dtype=encoder.dtype, count=count)
-        return cls(records, last_ts, updated, partition, tag)
+                f"window holds {len(data) - HEADER_BYTES} record bytes for {count} events of "
+                f"{encoder.itemsize} bytes: it was written with another encoding")
+        return cls(data[HEADER_BYTES:], encoder.itemsize, last_ts, updated, partition, tag,
+                   encoder.dtype)
 
     def to_bytes(self) -> bytes:
         """The compact stored form."""
-        header = _HEADER.pack(FORMAT_VERSION, len(self.records), self.partition, self.vocab_tag,
+        header = _HEADER.pack(FORMAT_VERSION, len(self), self.partition, self.vocab_tag,
                               self.last_ts_ms, self.updated_s)
-        return header + self.records.tobytes()
+        return header + self.body
 
     def position_of(self, event_hash: int) -> int | None:
-        """Index of the event with this id hash, if the window holds it (a redelivery)."""
-        hits = np.flatnonzero(self.records["event"] == event_hash)
-        return int(hits[-1]) if len(hits) else None
+        """Index of the newest event with this id hash, if the window holds it (a redelivery)."""
+        needle = _U32.pack(event_hash)
+        end = len(self.body)
+        while True:
+            # A byte search, then a check that the hit is the event field of a record.
+            at = self.body.rfind(needle, 0, end)
+            if at < 0:
+                return None
+            if at % self.itemsize == EVENT_OFFSET:
+                return at // self.itemsize
+            end = at + len(needle) - 1
+
+    def prefix(self, position: int) -> bytes:
+        """The records up to and including ``position``."""
+        return self.body[: (position + 1) * self.itemsize]
 
     def append(self, event: Event, encoder: Encoder, *, now_ms: int, ttl_ms: int,
                max_len: int | None = None, partition: int | None = None) -> UserWindow:
@@ -107,16 +130,15 @@ class UserWindow:
         fast it is replayed.
         """
         limit = encoder.spec.max_len if max_len is None else max_len
-        fresh = len(self.records) == 0 or event.ts_ms - self.last_ts_ms > ttl_ms
-        previous = None if fresh else self.last_ts_ms
-        record = encoder.encode(event, previous).reshape(1)
-        keep = 0 if fresh else min(len(self.records), limit - 1)
-        kept = self.records[len(self.records) - keep:]
-        records = np.concatenate([kept, record])
+        fresh = not self.body or event.ts_ms - self.last_ts_ms > ttl_ms
+        record = encoder.pack(event, None if fresh else self.last_ts_ms)
+        keep = 0 if fresh else min(len(self), limit - 1) * self.itemsize
+        body = self.body[len(self.body) - keep:] + record if keep else record
         # Out-of-order events keep the newest time so gaps never go negative.
         last_ts = event.ts_ms if fresh else max(self.last_ts_ms, event.ts_ms)
-        return UserWindow(records, last_ts, now_ms // 1000,
-                          self.partition if partition is None else partition, encoder.vocab_tag)
+        return UserWindow(body, self.itemsize, last_ts, now_ms // 1000,
+                          self.partition if partition is None else partition, encoder.vocab_tag,
+                          encoder.dtype)
 
     def expired(self, now_ms: int, ttl_ms: int) -> bool:
         """True when the window has not been updated for longer than the TTL (wall clock)."""

@@ -113,3 +113,32 @@ def test_batch_inputs_left_pad_so_the_newest_event_is_last(encoder):
     assert inputs["actions"].tolist() == [[0, 3], [3, 3]]
     assert inputs["queries"].shape == (2, 2, SPEC.query_slots)
     assert all(a.dtype == np.int64 for a in inputs.values())
+
+
+def test_batch_inputs_from_packed_bytes_equal_the_array_path(encoder):
+    windows = []
+    for n_events in (1, 4, 7):
+        window = UserWindow.empty(encoder)
+        for n in range(n_events):
+            event = Event(event_id=f"e-{n_events}-{n}", user_id="u", type="search",
+                          ts_ms=1000 * n, query=f"red shoes {n}")
+            window = window.append(event, encoder, now_ms=0, ttl_ms=DAY_MS)
+        windows.append(window)
+    from_arrays = batch_inputs([w.records for w in windows], SPEC)
+    from_bytes = batch_inputs([w.body for w in windows], SPEC)
+    for name, array in from_arrays.items():
+        np.testing.assert_array_equal(from_bytes[name], array)
+        assert from_bytes[name].dtype == np.int64
+
+
+def test_redelivery_search_ignores_hash_bytes_that_straddle_records(encoder):
+    window = UserWindow.empty(encoder)
+    for n in range(30):
+        window = window.append(click(n, 1000 * n), encoder, now_ms=0, ttl_ms=DAY_MS)
+    for n in range(30):
+        assert window.position_of(encoder.encode(click(n, 0), None)["event"]) == n
+    # A hash made of bytes that sit across two records' fields is not an event id.
+    body = window.body
+    fake = int.from_bytes(body[10:14], "little")
+    if all(fake != int(r["event"]) for r in window.records):
+        assert window.position_of(fake) is None

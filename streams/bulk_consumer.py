@@ -1,0 +1,132 @@
+"""Bulk delivery of the events topics: Faust's consumer, without its per-message hand-offs.
+
+Faust delivers each fetched record on its own: its fetch loop awaits
+``wait_first(callback(message), suspend_flow.wait())`` -- two new tasks per
+record -- and the conductor then builds an Event, queues it and the stream
+pulls it back out. That plumbing costs several times shopcast's whole
+per-event work (see benchmarks/README.md). :class:`BulkConsumer` keeps
+everything else of Faust's consumer (group membership, assignment,
+co-partitioned tables and their recovery, offset tracking and commits,
+flow control during rebalances) and changes one thing: records of the bulk
+topics are handed to one async handler per fetched batch. The handler acks
+every record once its outputs are queued on the producer, so Faust's commit
+(which flushes the producer first) never commits past unsent output: the
+guarantee stays at-least-once.
+
+This depends on Faust's consumer internals and is pinned to the
+faust-streaming versions in pyproject.toml; tests/integration covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import Message
+
+BulkHandler = Callable[[list[Message]], Awaitable[None]]
+# Hand over at most this many records at once, so a partition with a deep
+# backlog cannot keep the others (and the heartbeat of the event loop) waiting.
+MAX_BULK = 2048
+
+
+class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer with batched delivery for the topics in ``bulk_topics``."""
+
+    bulk_topics: frozenset[str] = frozenset()
+    bulk_handler: BulkHandler | None = None
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - via tests
+        # Mirrors faust.transport.consumer.Consumer._drain_messages; the
+        # difference is marked BULK.
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        track_message = self.track_message
+        bulk_topics = self.bulk_topics
+        handler = self.bulk_handler
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                batch: list[Message] = []
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    break
+                async for tp, message in getmany(timeout=1.0):
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already read: Faust drops these too
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        # Offsets without records (transaction markers, compaction)
+                        # must count as acked or commits would stall behind them.
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if message.topic in bulk_topics and handler is not None:
+                        # BULK: collect; one handler call per fetched batch.
+                        track_message(message)
+                        batch.append(message)
+                        set_read_offset(tp, offset)
+                        if len(batch) >= MAX_BULK:
+                            await handler(batch)
+                            batch = []
+                        continue
+                    if batch:  # keep the order of records across topics
+                        await handler(batch)  # type: ignore[misc]
+                        batch = []
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                if batch:
+                    await handler(batch)  # type: ignore[misc]
+                if self._n_acked >= (self._commit_every or float("inf")):
+                    self._n_acked = 0
+                    await self.commit()
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+
+def install(app: Any, topics: set[str], handler: BulkHandler) -> None:
+    """Make ``app`` deliver ``topics`` in bulk to ``handler`` (call before the worker starts)."""
+    consumer_cls = type("ShopcastBulkConsumer", (BulkConsumer,),
+                        {"bulk_topics": frozenset(topics), "bulk_handler": staticmethod(handler)})
+    app.transport.Consumer = consumer_cls
+
+
+class CurrentRecord:
+    """Stands in for Faust's current event while a bulk batch is processed.
+
+    Faust's RocksDB store files each write under the partition of the event
+    being processed, which it reads from a context variable; the bulk path
+    sets this stand-in there for every record.
+    """
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self) -> None:
+        self.message: Message | None = None
+
+    def enter(self) -> None:
+        """Make this the current event of the running task."""
+        import weakref
+
+        from faust.streams import _current_event
+
+        _current_event.set(weakref.ref(self))  # type: ignore[arg-type]
+
+
+def ack_all(consumer: Any, messages: list[Message]) -> None:
+    """Acknowledge processed records so their offsets can be committed."""
+    ack = cast(Callable[[Message], bool], consumer.ack)
+    for message in messages:
+        ack(message)
