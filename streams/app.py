@@ -249,6 +249,10 @@ def _admit_batch(worker: Worker, messages: list[Message], windows: TableWindows,
             metrics.window_length.observe(outcome.window_length)
             if outcome.duplicate:
                 metrics.duplicates.inc()
+            elif outcome.window_length == 1:
+                # A new window. The sweep sets the users gauge exactly once a minute; counting
+                # new windows keeps it current in between.
+                metrics.users.inc()
         elif isinstance(outcome, DeadLetter):
             outbox.add(settings.dlq_topic, message.key, outcome.to_json())
             metrics.dead_letters.labels(outcome.reason).inc()
@@ -283,6 +287,7 @@ def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
     partition = header.partition if header is not None else event.message.partition
     if stored is not None:
         worker.table.send_changelog(partition, key, None, value_serializer="raw")
+        worker.metrics.users.dec()
     worker.online.forget(request.user_id)
     worker.metrics.erasures.inc()
     audit.send_soon(key=request.request_id.encode(), value=confirmation(

@@ -1,4 +1,4 @@
-"""Two fixes to faust-streaming (0.15) without which a rebalance or a crash loses events.
+"""Three fixes to faust-streaming (0.15) without which a rebalance or a crash loses events.
 
 Both were found by the reliability tests (``tests/integration/test_scale_out.py`` and
 ``test_crash.py``) on Apache Kafka, and :func:`apply` installs them once per process before
@@ -21,7 +21,17 @@ the worker's app starts.
    the stale batch touched is fetched again. At worst an event is processed twice, which the
    pipeline's redelivery handling makes harmless (same window, same prediction).
 
-2. **Offsets are committed before the messages are sent.** Faust flushes its producer before
+2. **Records skipped because of a rebalance are acknowledged.** A stream that takes a record
+   from its queue while a rebalance is under way (flow control suspended, or the record from
+   an older consumer generation) skips it -- and acknowledges it like a record a filter
+   dropped, although nothing processed it. The commit on revocation then covers it, and the
+   next owner starts after it: lost. (The scale-out test lost 232 events this way in one
+   run, committed offsets at the end of every partition.) The fix: only records handed to
+   processing ("tracked") can be acknowledged; a skipped one is fetched again after the
+   rebalance's seek. (Faust also acknowledges untracked records that fail to deserialize;
+   shopcast's topics use raw serializers, so that cannot happen here.)
+
+3. **Offsets are committed before the messages are sent.** Faust flushes its producer before
    committing, but ``ProducerBuffer.flush`` (the queue behind ``send_soon`` and table
    writes) gives up after 0.1 s without progress -- as when aiokafka's batch for a partition
    is full and waits for the broker -- and the commit goes ahead with messages still queued;
@@ -51,6 +61,7 @@ class Counts:
     """How often the fixes stepped in, in this process (read by tests)."""
 
     stale_batches = 0
+    untracked_acks = 0
 
 
 # Faust's own methods, kept for the patched ones to call (and for tests to inspect).
@@ -62,6 +73,7 @@ def apply() -> None:
     if getattr(Consumer, _APPLIED, False):
         return
     ORIGINALS.update(perform_seek=Consumer.perform_seek, getmany=Consumer.getmany,
+                     ack=Consumer.ack, track_message=Consumer.track_message,
                      send_pending=ProducerBuffer._send_pending, flush=ProducerBuffer.flush)
 
     async def perform_seek(self: Consumer) -> None:
@@ -76,6 +88,8 @@ def apply() -> None:
     getmany.__doc__ = ORIGINALS["getmany"].__doc__
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign,assignment]
+    Consumer.ack = _ack  # type: ignore[method-assign]
+    Consumer.track_message = _track_message  # type: ignore[method-assign]
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     setattr(Consumer, _APPLIED, True)
@@ -114,6 +128,20 @@ async def reseek(consumer: Consumer) -> None:
     except Exception as exc:  # a rebalance in progress seeks again when it completes
         log.warning("seeking after a stale batch failed (%r); the rebalance in progress "
                     "seeks when it completes", exc)
+
+
+def _ack(self: Consumer, message: Any) -> bool:
+    """Acknowledge ``message`` -- unless nothing ever took it for processing (fix 2)."""
+    if getattr(message, "use_tracking", False) and not message.tracked:
+        Counts.untracked_acks += 1
+        return False
+    return bool(ORIGINALS["ack"](self, message))
+
+
+def _track_message(self: Consumer, message: Any) -> None:
+    """Mark ``message`` as taken for processing (consumers that bypass streams call this)."""
+    message.tracked = True
+    ORIGINALS["track_message"](self, message)
 
 
 async def _send_pending(self: ProducerBuffer, fut: Any) -> None:

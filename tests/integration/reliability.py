@@ -196,11 +196,12 @@ def collect_predictions(settings: Settings, event_ids: Iterable[str], *, timeout
                              timeout=timeout, isolation_level=isolation_level))
 
 
-def changelog_windows(settings: Settings, encoder: Encoder, *, timeout: float = 60.0
-                      ) -> dict[bytes, UserWindow]:
+def changelog_windows(settings: Settings, encoder: Encoder, *, timeout: float = 60.0,
+                      isolation_level: str = "read_uncommitted") -> dict[bytes, UserWindow]:
     """The window table as its changelog holds it: the latest value per key, tombstones gone."""
     latest: dict[bytes, bytes | None] = {}
-    for record in read_topic(settings, changelog_topic(settings), timeout=timeout):
+    for record in read_topic(settings, changelog_topic(settings), timeout=timeout,
+                             isolation_level=isolation_level):
         latest[record.key] = record.value
     return {key: UserWindow.from_bytes(value, encoder)
             for key, value in latest.items() if value is not None}
@@ -395,10 +396,13 @@ def owned_partitions(workers: Sequence[Any], topic: str, partitions: int,
 
 
 def crash_run(settings: Settings, events: Sequence[dict], reference: Reference,
-              tmp_path: Path, *, kill_after: float = 0.3, timeout: float = 300.0
-              ) -> CrashRun:
+              tmp_path: Path, *, kill_after: float = 0.3, timeout: float = 300.0,
+              isolation_level: str = "read_uncommitted") -> CrashRun:
     """Two workers share a replay of ``events``; SIGKILL one after it has predicted
-    ``kill_after`` of its share; collect everything once the survivor has taken over."""
+    ``kill_after`` of its share; collect everything once the survivor has taken over.
+
+    Predictions and the changelog are read with ``isolation_level`` (``read_committed`` for
+    exactly-once, as its consumers must)."""
     from tests.integration.kafka_helpers import wait_for
     from tests.integration.workers import WorkerProcess, metric_value
 
@@ -420,7 +424,8 @@ def crash_run(settings: Settings, events: Sequence[dict], reference: Reference,
         kill_ms = int(time.time() * 1000)
         victim.kill()
         replay.join_checked(timeout)
-        got = collect_predictions(settings, [e["event_id"] for e in events], timeout=timeout)
+        got = collect_predictions(settings, [e["event_id"] for e in events], timeout=timeout,
+                                  isolation_level=isolation_level)
         survivor.assert_alive()
     finally:
         victim.kill()
@@ -437,8 +442,9 @@ def crash_run(settings: Settings, events: Sequence[dict], reference: Reference,
     for event_id in delivery.duplicates:
         partition, offset = offsets[event_id]
         duplicated[partition].append(offset)
-    problems = window_mismatches(changelog_windows(settings, reference.encoder, timeout=timeout),
-                                 reference.windows)
+    stored = changelog_windows(settings, reference.encoder, timeout=timeout,
+                               isolation_level=isolation_level)
+    problems = window_mismatches(stored, reference.windows)
     return CrashRun(delivery, victim_partitions, kill_ms, killed_after,
                     min(takeover) - kill_ms if takeover else None,
                     {p: sorted(o) for p, o in duplicated.items()}, problems, reference)

@@ -1,4 +1,4 @@
-"""The two Faust fixes in streams/faust_fixes.py, each against the behaviour it replaces."""
+"""The Faust fixes in streams/faust_fixes.py, each against the behaviour it replaces."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import inspect
 from types import SimpleNamespace
 
 import pytest
+from faust.streams import Stream
 from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
 
@@ -80,6 +81,25 @@ def test_faust_methods_are_patched_once():
     assert faust_fixes.ORIGINALS["getmany"] is not Consumer.getmany
 
 
+# --- acknowledgements ------------------------------------------------------------------------
+
+def test_a_record_a_stream_skipped_during_a_rebalance_is_not_acknowledged(monkeypatch):
+    acked = []
+    monkeypatch.setitem(faust_fixes.ORIGINALS, "ack", lambda consumer, m: acked.append(m) or True)
+    skipped = SimpleNamespace(use_tracking=True, tracked=False)  # never handed to processing
+    processed = SimpleNamespace(use_tracking=True, tracked=True)
+    assert faust_fixes._ack(None, skipped) is False
+    assert faust_fixes._ack(None, processed) is True
+    assert acked == [processed]
+
+
+def test_tracking_a_message_marks_it_so_its_ack_counts(monkeypatch):
+    monkeypatch.setitem(faust_fixes.ORIGINALS, "track_message", lambda consumer, m: None)
+    message = SimpleNamespace(use_tracking=True, tracked=False)
+    faust_fixes._track_message(None, message)
+    assert message.tracked
+
+
 # The fixes replace or wrap these Faust methods, or rely on how they call each other, as they
 # are in faust-streaming 0.15.3. A Faust release that changes one needs the fixes reviewed
 # against it; update the digest then.
@@ -87,11 +107,15 @@ REVIEWED = {
     "Consumer.getmany": "4b168d84882a",
     "Consumer.perform_seek": "0e8c130ff4b0",
     "Consumer._drain_messages": "44a2500309e8",
+    "Consumer.ack": "5fcf41cf4515",
+    "Consumer.track_message": "217d7f1399a4",
+    "Stream._py_aiter": "3a48ee257a65",
     "ProducerBuffer.flush": "26fbebb124ad",
     "ProducerBuffer._send_pending": "4a9d5f932b56",
     "ProducerBuffer._handle_pending": "78d648030fd2",
 }
 ORIGINAL_NAMES = {"Consumer.getmany": "getmany", "Consumer.perform_seek": "perform_seek",
+                  "Consumer.ack": "ack", "Consumer.track_message": "track_message",
                   "ProducerBuffer.flush": "flush", "ProducerBuffer._send_pending": "send_pending"}
 
 
@@ -101,7 +125,8 @@ def test_the_faust_methods_the_fixes_depend_on_are_the_reviewed_ones(name):
         method = faust_fixes.ORIGINALS[ORIGINAL_NAMES[name]]
     else:
         owner, attr = name.split(".")
-        method = getattr({"Consumer": Consumer, "ProducerBuffer": ProducerBuffer}[owner], attr)
+        method = getattr({"Consumer": Consumer, "ProducerBuffer": ProducerBuffer,
+                          "Stream": Stream}[owner], attr)
         method = getattr(method, "fun", method)  # a mode Service.task
     digest = hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:12]
     assert digest == REVIEWED[name], (
