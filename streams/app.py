@@ -20,7 +20,7 @@ import faust
 from faust.streams import Stream
 from faust.types import AppT, EventT, Message
 
-from streams import faust_fixes
+from streams import faust_fixes, hot_swap
 from streams.bulk_consumer import CurrentRecord, ack_all, install
 from streams.bundle import Bundle, load_bundle
 from streams.contracts import DeadLetter
@@ -65,6 +65,8 @@ class Worker:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="shopcast-scorer"))
     # Last offset read per (topic, partition), for the lag gauge.
     read_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Watches SHOPCAST_BUNDLE_PATH for a new bundle (streams/hot_swap.py).
+    models: hot_swap.BundleWatcher | None = None
 
     def score(self, ready: list[Ready], scored_at: int) -> list[bytes]:
         """Score a batch in the scorer thread; update metrics and online accuracy."""
@@ -123,6 +125,7 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
                       partitions=settings.partitions)
     online = OnlineAccuracy(metrics, horizon_ms=bundle.horizon_seconds * 1000)
     worker = Worker(settings, app, table, scorer, pipeline, metrics, online)
+    worker.models = hot_swap.watch(worker, bundle)
     _wire(worker)
     return worker
 
@@ -148,6 +151,7 @@ def _wire(worker: Worker) -> None:
     async def process(messages: list[Message]) -> None:
         # Admitting a chunk (the event loop) overlaps with scoring the previous one
         # (the scorer thread): on two cores that nearly doubles throughput.
+        hot_swap.between_batches(worker)  # a new bundle takes over between batches only
         current.enter()
         in_flight: Scoring | None = None
         for start in range(0, len(messages), settings.batch_size):
@@ -176,6 +180,13 @@ def _wire(worker: Worker) -> None:
     @app.timer(LAG_INTERVAL_S, name="shopcast.consumer_lag")
     async def consumer_lag() -> None:
         await _update_lag(worker)
+
+    if settings.bundle_watch_seconds and worker.models is not None:
+        watcher = worker.models
+
+        @app.timer(settings.bundle_watch_seconds, name="shopcast.watch_bundle")
+        async def watch_bundle() -> None:
+            await watcher.check()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_read_offsets(app: AppT, revoked: set[Any], **kwargs: Any) -> None:

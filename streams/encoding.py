@@ -179,6 +179,14 @@ def query_features(query: str | None, spec: EncodingSpec) -> list[int]:
     return slots
 
 
+def encoding_tag(spec: EncodingSpec, items: Vocabulary, categories: Vocabulary) -> int:
+    """The 16-bit tag of an encoding (spec and vocabularies) that stored windows carry."""
+    digest = hashlib.sha256(orjson.dumps(spec.to_dict(), option=orjson.OPT_SORT_KEYS))
+    digest.update(items.digest().encode())
+    digest.update(categories.digest().encode())
+    return int(digest.hexdigest()[:4], 16)
+
+
 class Encoder:
     """Turns events into packed records, given the bundle's spec and vocabularies."""
 
@@ -190,8 +198,10 @@ class Encoder:
         self._struct = record_struct(spec)
         self.itemsize = self._struct.size
         assert self.itemsize == self.dtype.itemsize
-        # 16 bits of the item vocabulary's digest, stamped on every stored window.
-        self.vocab_tag = int(items.digest()[:4], 16)
+        # 16 bits of a digest of everything a stored record's meaning depends on -- the spec
+        # and both vocabularies -- stamped on every stored window, so that a worker serving
+        # another bundle (streams/hot_swap.py) does not read an old window as its own.
+        self.vocab_tag = encoding_tag(spec, items, categories)
 
     def pack(self, event: Event, previous_ts_ms: int | None) -> bytes:
         """One event as a packed record (the bytes a window stores)."""

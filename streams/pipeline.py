@@ -9,7 +9,7 @@ tests).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 from streams.bundle import BundleError
@@ -71,6 +71,9 @@ class Pipeline:
         self.max_future_ms = max_future_ms
         self.secret = pseudonym_secret
         self.rekey_topic = rekey_topic
+        # Re-encodes a window stored under another bundle's encoding (set by the hot swap,
+        # streams/hot_swap.py); None, or a None result, starts such a window afresh.
+        self.foreign: Callable[[bytes], UserWindow | None] | None = None
 
     def window_key(self, user_id: str) -> bytes:
         """The table key of a user's window (a keyed hash when a secret is set)."""
@@ -111,9 +114,13 @@ class Pipeline:
         if stored is None:
             return UserWindow.empty(self.encoder)
         try:
-            return UserWindow.from_bytes(stored, self.encoder)
+            window = UserWindow.from_bytes(stored, self.encoder)
         except WindowFormatError:
-            # A window written under another encoding (a new bundle with a new
-            # vocabulary layout) cannot be read; start the user afresh rather
-            # than feed the model garbage.
-            return UserWindow.empty(self.encoder)
+            window = None
+        if window is not None and window.vocab_tag == self.encoder.vocab_tag:
+            return window
+        # Written under another encoding (a bundle with another vocabulary or spec): its
+        # indices mean other items here. Re-encode it if that encoding is known, else
+        # start the user afresh rather than feed the model garbage.
+        adopted = self.foreign(stored) if self.foreign is not None else None
+        return adopted if adopted is not None else UserWindow.empty(self.encoder)

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     window_length: int | None = Field(None, ge=1, le=255)
     window_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     bundle_path: Path = DEFAULT_BUNDLE
+    # How often to look for a new bundle at bundle_path, served without a restart (0: never).
+    bundle_watch_seconds: int = Field(10, ge=0, le=3600)
     batch_size: int = Field(256, ge=1, le=10_000)
     batch_max_wait_ms: int = Field(10, ge=0, le=10_000)
     top_k: int = Field(10, ge=1, le=100)

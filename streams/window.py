@@ -1,16 +1,16 @@
 """A user's rolling window of recent encoded events, stored as compact bytes.
 
 Layout (little endian): an 18-byte header -- format version (u1), number of
-events (u1), the Kafka partition the window lives on (u2), a tag of the item
-vocabulary the records were encoded with (u2), the event time of the newest
-event (i8, ms) and the wall-clock second of the last update (u4) -- followed
-by the records, oldest first. With the default encoding a full 50-event
-window is 1,018 bytes. Bytes, not pickled objects, so the changelog is safe
-to read and cheap to ship.
+events (u1), the Kafka partition the window lives on (u2), a tag of the
+encoding (spec and vocabularies) the records were encoded with (u2), the
+event time of the newest event (i8, ms) and the wall-clock second of the last
+update (u4) -- followed by the records, oldest first. With the default
+encoding a full 50-event window is 1,018 bytes. Bytes, not pickled objects,
+so the changelog is safe to read and cheap to ship.
 
 The partition lets the expiry sweep tombstone a window on the right changelog
-partition; the vocabulary tag lets a worker that swaps in a bundle with a new
-vocabulary recognise windows encoded under the old one.
+partition; the encoding tag lets a worker that swaps in a bundle with a new
+vocabulary recognise windows encoded under the old one (streams/hot_swap.py).
 """
 
 from __future__ import annotations
