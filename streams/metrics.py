@@ -74,7 +74,8 @@ class WorkerMetrics:
                                        "Events in the user's window when scored.",
                                        buckets=WINDOW_BUCKETS, registry=r)
         self.users = Gauge("shopcast_window_users",
-                           "Users with a window in this worker's active partitions.",
+                           "Users with a window in this worker's active partitions (exact at "
+                           "each TTL sweep, once a minute; new windows added in between).",
                            registry=r)
         self.expired = Counter("shopcast_windows_expired",
                                "Windows deleted (tombstoned) after the TTL of inactivity.",

@@ -251,7 +251,7 @@ def build() -> dict[str, Any]:
 
     lay.row("Windows")
     lay.add(timeseries("Users held in windows", "Users with a window in each worker's active "
-                       "partitions (updated by the TTL sweep, every minute).",
+                       "partitions (recounted by the TTL sweep every minute).",
                        [q(f"sum by (instance) (shopcast_window_users{{{SEL}}})",
                           "{{instance}}")], "none", stack=True), 8)
     lay.add(timeseries("Window length when scored", "Events in the user's window at "
