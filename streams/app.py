@@ -348,5 +348,9 @@ async def _update_lag(worker: Worker) -> None:
                 read = position - 1
         except Exception:  # noqa: S112 - not known yet right after an assignment
             continue
+        if highwater is None:
+            # Not fetched yet (a partition just taken over): an exception from a timer would
+            # crash the worker, as test_crash.py found.
+            continue
         lags.append((tp.topic, tp.partition, highwater - read - 1))
     worker.metrics.set_lag(lags)
