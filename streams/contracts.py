@@ -25,7 +25,11 @@ ACTIONS: tuple[str, ...] = ("browse", "search", "click", "add_to_cart", "purchas
 ACTION_INDEX: dict[str, int] = {name: i for i, name in enumerate(ACTIONS)}
 
 MAX_EVENT_BYTES = 64 * 1024
+# A dead letter keeps at most this much of the rejected value: a 10 MB record must not
+# become a 10 MB dead letter (which the producer would refuse, stopping the worker).
+MAX_DEAD_LETTER_ORIGINAL = MAX_EVENT_BYTES
 MAX_ID_CHARS = 128
+MAX_ID_BYTES = 4 * MAX_ID_CHARS  # a dead letter keeps at most this much of a record's key
 MAX_QUERY_CHARS = 512
 MAX_PRICE = 1e12
 MAX_QUANTITY = 1_000_000
@@ -143,12 +147,19 @@ def event_from_dict(obj: dict[str, Any], *, now_ms: int,
     if kind == "browse" and item_id is None and category is None:
         raise _Invalid("missing_field", "a browse event needs 'item_id' or 'category'")
     query = _text(obj, "query", required=kind == "search", limit=MAX_QUERY_CHARS)
+    if query is not None:
+        query = scrub_query(query) or None
+        # Only control characters and spaces: no search text at all. An event keeping it as
+        # "" would not pass this validation again in its own v1 form (Event.to_dict).
+        if query is None and kind == "search":
+            raise _Invalid("bad_value", "field 'query' is blank once control characters and "
+                           "white space are removed")
     price = _number(obj, "price")
     quantity = _quantity(obj)
     session_id = _text(obj, "session_id", required=False, limit=MAX_ID_CHARS)
     return Event(
         event_id=event_id, user_id=user_id, type=kind, ts_ms=ts_ms, item_id=item_id,
-        category=category, query=None if query is None else scrub_query(query),
+        category=category, query=query,
         price=price, quantity=quantity, session_id=session_id,
     )
 
@@ -226,15 +237,21 @@ class DeadLetter:
     key: bytes | None = None
 
     def to_json(self) -> bytes:
-        """Dead letter v1 as UTF-8 JSON bytes."""
+        """Dead letter v1 as UTF-8 JSON bytes (the original cut to its first 64 KiB)."""
+        original = self.original
+        size = 0 if original is None else len(original)
+        if original is not None and size > MAX_DEAD_LETTER_ORIGINAL:
+            original = original[:MAX_DEAD_LETTER_ORIGINAL]
         return orjson.dumps({
             "version": 1,
             "reason": self.reason,
             "message": self.message,
             "source": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
             "rejected_at": self.rejected_at_ms,
-            **_bytes_field("original", self.original),
-            **_bytes_field("key", self.key),
+            **_bytes_field("original", original),
+            "original_size": size,
+            "original_truncated": size > MAX_DEAD_LETTER_ORIGINAL,
+            **_bytes_field("key", self.key[:MAX_ID_BYTES] if self.key else self.key),
         })
 
 
