@@ -241,8 +241,10 @@ class Demo:
 
     async def _watch(self) -> None:
         """Consume predictions and dead letters for the whole run."""
+        # A short fetch wait: tansu answers a fetch only when the wait is over, and
+        # the wait would otherwise show up as end-to-end latency.
         consumer = AIOKafkaConsumer(**client_kwargs(self.settings), enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=10)
         await consumer.start()
         try:
             tps = [TopicPartition(t, p) for t in (self.settings.predictions_topic,

@@ -173,7 +173,9 @@ async def offered_load(settings: Settings, records: list[LogRecord], rate: float
     """Offer ``records`` at ``rate`` events/s; end-to-end latency percentiles in ms."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    # A short fetch wait, so the measuring consumer adds no latency of its own.
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
+                                fetch_max_wait_ms=10)
     await consumer.start()
     tps = [TopicPartition(settings.predictions_topic, p) for p in range(settings.partitions)]
     consumer.assign(tps)
