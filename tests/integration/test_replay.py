@@ -109,3 +109,19 @@ def test_replaying_a_log_twice_gives_the_same_predictions(settings_for, make_top
             assert prediction[key] == pytest.approx(again[key], rel=1e-5, abs=1e-6)
         for action, p in prediction["next_action"].items():
             assert p == pytest.approx(again["next_action"][action], abs=1e-6)
+
+
+def test_retime_moves_the_log_to_now_and_keeps_its_gaps(settings_for, make_topics, small_log):
+    import time
+
+    settings = settings_for()
+    make_topics(settings)
+    started = int(time.time() * 1000)
+    shopcast(settings, "replay", small_log, "--max", "--retime", "--quiet")
+    got = {e["event_id"]: e["ts"] for e in (orjson.loads(r.value) for r in consume(
+        settings, settings.events_topic, count=402, timeout=60) if r.key is not None)}
+    original = {e["event_id"]: e["ts"] for e in (orjson.loads(r.value)
+                                                 for r in read_log(small_log) if r.user_id)}
+    shifts = {got[k] - original[k] for k in original}
+    assert len(shifts) == 1  # every event moved by the same amount: gaps kept
+    assert started <= max(got.values()) <= int(time.time() * 1000)
