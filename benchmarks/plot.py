@@ -1,0 +1,97 @@
+"""Plots for the benchmarks page, from the JSON lines the bench commands print.
+
+    shopcast bench pipeline --events 100000 --json > benchmarks/results/pipeline.json
+    shopcast bench inference --json > benchmarks/results/inference.json
+    python benchmarks/plot.py
+
+writes benchmarks/throughput.png, benchmarks/latency.png and
+benchmarks/inference.png next to this file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+
+def last_json(path: Path) -> dict:
+    """The last JSON object line of a file (the bench commands print one)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("{")]
+    if not lines:
+        sys.exit(f"{path} holds no JSON line; run the bench command with --json into it")
+    return json.loads(lines[-1])
+
+
+def throughput(pipeline: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = ["raw aiokafka\npassthrough", "shopcast worker\n(scoring)"]
+    values = [pipeline["raw_eps"], pipeline["worker_eps"]]
+    bars = ax.bar(names, values, color=["#888888", "#2b6cb0"])
+    for bar, value in zip(bars, values, strict=True):
+        ax.annotate(f"{value:,.0f}/s", (bar.get_x() + bar.get_width() / 2, value),
+                    ha="center", va="bottom")
+    ax.set_ylabel("events per second")
+    ax.set_title(f"Throughput, same broker and log (ratio {pipeline['throughput_ratio']:.2f})")
+    fig.tight_layout()
+    fig.savefig(HERE / "throughput.png", dpi=120)
+
+
+def latency(pipeline: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    levels = sorted(pipeline["latency_ms"], key=lambda k: float(k.rstrip("%")))
+    for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        ax.plot([pipeline["latency_ms"][lv]["offered_eps"] for lv in levels],
+                [pipeline["latency_ms"][lv][q] for lv in levels], style, label=q)
+    for lv in levels:
+        point = pipeline["latency_ms"][lv]
+        ax.annotate(lv, (point["offered_eps"], point["p99"]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_xlabel("offered load (events/s)")
+    ax.set_ylabel("event produced → prediction consumed (ms)")
+    ax.set_yscale("log")
+    ax.set_title("End-to-end latency at 25/50/75% of the worker's maximum")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "latency.png", dpi=120)
+
+
+def inference(result: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, by_batch in result["us_per_event"].items():
+        sizes = sorted(by_batch, key=int)
+        ax.plot([int(b) for b in sizes], [by_batch[b] for b in sizes], "o-", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("µs per event (one thread)")
+    ax.set_title("Model cost per event")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "inference.png", dpi=120)
+
+
+def main() -> None:
+    """Draw every plot whose results file exists."""
+    done = []
+    if (RESULTS / "pipeline.json").exists():
+        pipeline = last_json(RESULTS / "pipeline.json")
+        throughput(pipeline)
+        latency(pipeline)
+        done += ["throughput.png", "latency.png"]
+    if (RESULTS / "inference.json").exists():
+        inference(last_json(RESULTS / "inference.json"))
+        done.append("inference.png")
+    print("wrote " + ", ".join(done) if done else f"no results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
