@@ -38,7 +38,6 @@ from streams.scorer import Scorer
 from streams.settings import Settings
 from streams.topics import changelog_topic
 from streams.window import UserWindow
-from tests.integration.kafka_helpers import aproduce
 from tests.toy_shop import toy_events
 
 NOW_MS = 1_764_400_000_000  # a fixed "now" for the reference (toy events are older)
@@ -299,7 +298,12 @@ class Delivery:
 # --- driving workers -------------------------------------------------------------------------
 
 class BackgroundProducer(threading.Thread):
-    """Produce records from a thread at about ``rate`` records/s (0: as fast as possible)."""
+    """Produce records from a thread at about ``rate`` records/s (0: as fast as possible).
+
+    One idempotent producer sends everything, so a broker restart meanwhile only delays
+    records: aiokafka reconnects and retries, and idempotence keeps retries from writing a
+    record twice (a duplicate in the events topic would be counted as a redelivery).
+    """
 
     def __init__(self, settings: Settings, topic: str, records: Sequence[tuple[Any, Any]], *,
                  rate: float = 0.0, chunk: int = 500) -> None:
@@ -317,15 +321,28 @@ class BackgroundProducer(threading.Thread):
             self.error = exc
 
     async def _send(self) -> None:
-        began = time.monotonic()
-        for start in range(0, len(self.records), self.chunk):
-            part = self.records[start:start + self.chunk]
-            await aproduce(self.settings, self.topic, part, timeout=120)
-            self.sent += len(part)
-            if self.rate:
-                ahead = self.sent / self.rate - (time.monotonic() - began)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all",
+                                    enable_idempotence=True, request_timeout_ms=120_000,
+                                    max_request_size=16 * 1024 * 1024)
+        await producer.start()
+        try:
+            began = time.monotonic()
+            for start in range(0, len(self.records), self.chunk):
+                part = self.records[start:start + self.chunk]
+                futures = [await producer.send(self.topic, _as_bytes(value), key=_as_bytes(key))
+                           for key, value in part]
+                await producer.flush()
+                for future in futures:
+                    await future
+                self.sent += len(part)
+                if self.rate:
+                    ahead = self.sent / self.rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        finally:
+            await producer.stop()
 
     def join_checked(self, timeout: float = 300.0) -> None:
         """Wait for the thread; re-raise what it failed with."""
@@ -335,6 +352,12 @@ class BackgroundProducer(threading.Thread):
                                  f"({self.sent} of {len(self.records)} sent)")
         if self.error is not None:
             raise self.error
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
 
 
 def assigned_partitions(metrics_text: str, topic: str) -> set[int]:
