@@ -106,8 +106,9 @@ def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, tor
         inputs = {k: v[:b, -t:].contiguous() for k, v in samples.items()}
         with torch.no_grad():
             ref = [o.numpy() for o in predictor(*(inputs[k] for k in MODEL_INPUTS))]
-            full = torch.softmax(model.item_logits(
-                model(*(inputs[k] for k in MODEL_INPUTS))[:, -1]), dim=-1).numpy()
+            hs = model(*(inputs[k] for k in MODEL_INPUTS))
+            full = model.item_probs(hs, inputs["items"]).numpy()
+            full = np.pad(full, ((0, 0), (3, 0)))  # columns back to vocabulary indices
         got = session.run(list(MODEL_OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
         action, items, scores, purchase, seconds = got
         if items.shape != ref[1].shape or (items < 3).any():

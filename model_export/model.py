@@ -7,8 +7,18 @@ only distances between events matter and left padding changes nothing) reads
 the window; four heads read every position:
 
 - next action: 5-way logits, in the order of ``streams.contracts.ACTIONS``;
-- next item: a score for every catalogue item, the dot product with the same
-  item embeddings the input uses (tied), plus a per-item bias;
+- next item: a probability for every catalogue item (reserved indices left
+  out). What comes next depends on what the user does next: an add-to-cart is
+  nearly always the item just viewed, a purchase an item in the cart, a click
+  a neighbour of recent items. So the head is a small mixture of softmaxes,
+  one per kind of item event (view, add to cart, purchase), each the dot
+  product of its own query with the item embeddings the input uses (tied),
+  weighted by the probability of that kind. A mixture also lifts the rank
+  limit a single d=64 softmax puts on the item distribution. Each slot also
+  has a pointer into the window (copy attention) and a gate between copying
+  and generating: nearly half of next items were already in the window (the
+  cart, items seen earlier in the visit, consumables bought again), and a
+  pointer names them exactly where a dot product can only approximate;
 - purchase within the horizon: one logit;
 - time to the next event: the median of log(1 + seconds), trained with L1.
 
@@ -29,6 +39,10 @@ from torch import nn
 
 from streams.encoding import FIRST_TOKEN, EncodingSpec
 
+# Mixture component of each next action (browse, search, click, add_to_cart, purchase):
+# viewing (browse or click), adding to the cart, buying. A search has no item (-1).
+ITEM_SLOT: tuple[int, ...] = (0, -1, 0, 1, 2)
+
 
 @dataclass
 class ModelConfig:
@@ -46,6 +60,7 @@ class ModelConfig:
     n_heads: int = 2
     dropout: float = 0.2
     rope_base: float = 10_000.0
+    item_slots: int = 3  # kinds of item event in the next-item mixture (see ITEM_SLOT)
 
     @classmethod
     def for_encoding(cls, spec: EncodingSpec, n_items: int, n_categories: int,
@@ -136,13 +151,14 @@ class NextActionModel(nn.Module):
         self.purchase_head = nn.Linear(d, 1)
         self.time_head = nn.Linear(d, 1)
         self.item_bias = nn.Parameter(torch.zeros(cfg.n_items))
+        self.item_query = nn.Linear(d, cfg.item_slots * d)  # one query per mixture slot
+        self.slot_head = nn.Linear(d, cfg.item_slots)  # P(slot | the next event has an item)
+        self.copy_query = nn.Linear(d, cfg.item_slots * d)  # pointer into the window, per slot
+        self.copy_key = nn.Linear(d, d)
+        self.copy_gate = nn.Linear(d, cfg.item_slots)  # logit of generating rather than copying
         d_head = d // cfg.n_heads
         inv_freq = cfg.rope_base ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (D/2,)
-        # Reserved item indices (pad, no item, unknown) are never a prediction.
-        reserved = torch.zeros(cfg.n_items, dtype=torch.bool)
-        reserved[:FIRST_TOKEN] = True
-        self.register_buffer("reserved", reserved, persistent=False)  # (V,)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -179,10 +195,94 @@ class NextActionModel(nn.Module):
             x = block(x, cos, sin, allowed)
         return self.ln_f(x)  # (B, T, C)
 
-    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores of every catalogue item, (..., C) -> (..., V); reserved items at -inf."""
-        logits = h @ self.item.weight.t() + self.item_bias  # (..., V)
-        return logits.masked_fill(self.reserved, float("-inf"))
+    # -- next item: per slot, generate from the catalogue or copy from the window --------
+
+    def item_logits(self, h: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Catalogue scores of one mixture slot per row, (N, C) and (N,) -> (N, V - 3).
+
+        Column j is item index j + 3: the reserved indices (pad, no item,
+        unknown) are left out rather than masked, since they are never a
+        prediction and this full-catalogue product is the costliest part of
+        training.
+        """
+        queries = self._item_queries(h)  # (N, S, C)
+        d = h.shape[-1]
+        q = queries.gather(1, slot[:, None, None].expand(-1, 1, d)).squeeze(1)  # (N, C)
+        return q @ self.item.weight[FIRST_TOKEN:].t() + self.item_bias[FIRST_TOKEN:]
+
+    def _item_queries(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., S, C): each slot's query is the hidden state plus its own offset."""
+        offsets = self.item_query(h).unflatten(-1, (self.cfg.item_slots, h.shape[-1]))
+        return h.unsqueeze(-2) + offsets  # the residual form starts every slot at h
+
+    def slot_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., S) logits of the kind of the next item event."""
+        return self.slot_head(h)
+
+    def copy_attention(self, h: torch.Tensor, items: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each position copies from: (B, S, T, T) weights, (B, T) anything to copy.
+
+        Position t may copy the item of any position j <= t that holds a real
+        item. A row with nothing to copy gets harmless uniform weights and is
+        switched to generation by :meth:`_gate`.
+        """
+        B, T, C = h.shape  # noqa: N806
+        S = self.cfg.item_slots  # noqa: N806
+        q = self.copy_query(h).view(B, T, S, C).transpose(1, 2)  # (B, S, T, C)
+        k = self.copy_key(h)  # (B, T, C)
+        scores = (q @ k.transpose(1, 2).unsqueeze(1)) / math.sqrt(C)  # (B, S, T, T)
+        idx = torch.arange(T, device=h.device)
+        allowed = ((idx[None, :] <= idx[:, None])[None]
+                   & (items >= FIRST_TOKEN)[:, None, :])  # (B, T, T)
+        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        return F.softmax(scores, dim=-1), allowed.any(dim=-1)
+
+    def item_nll(self, h: torch.Tensor, items: torch.Tensor, where: torch.Tensor,
+                 target: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """-log P(next item | its slot) at the positions ``where`` (B, T), as (N,).
+
+        P = g * P_generate + (1 - g) * P_copy, computed in log space. Training
+        needs only the target's probability, so the copy part is a gather, not
+        a scatter over the catalogue.
+        """
+        T = h.shape[1]  # noqa: N806
+        att, has_copy = self.copy_attention(h, items)  # (B, S, T, T), (B, T)
+        h_n = h[where]  # (N, C)
+        log_gen = -F.cross_entropy(self.item_logits(h_n, slot), target - FIRST_TOKEN,
+                                   reduction="none")  # (N,)
+        att_n = att.permute(0, 2, 1, 3)[where]  # (N, S, T)
+        att_n = att_n.gather(1, slot[:, None, None].expand(-1, 1, T)).squeeze(1)  # (N, T)
+        sources = items[:, None, :].expand(-1, T, -1)[where]  # (N, T) copyable items
+        p_copy = (att_n * (sources == target[:, None])).sum(dim=-1)  # (N,)
+        z = self.copy_gate(h_n).gather(1, slot[:, None]).squeeze(1)  # (N,)
+        can = has_copy[where]
+        log_g = torch.where(can, F.logsigmoid(z), torch.zeros_like(z))
+        # clamp: log(0) would give a NaN gradient even where the branch has no weight
+        log_c = torch.where(can, F.logsigmoid(-z) + torch.log(p_copy.clamp_min(1e-12)),
+                            torch.full_like(z, -1e4))
+        return -torch.logaddexp(log_g + log_gen, log_c)
+
+    def item_probs(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """P(next item) at the last position over the catalogue, (B, T, C) -> (B, V - 3)."""
+        B, T, C = h.shape  # noqa: N806
+        S = self.cfg.item_slots  # noqa: N806
+        last = h[:, -1]  # (B, C)
+        logits = (self._item_queries(last) @ self.item.weight[FIRST_TOKEN:].t()
+                  + self.item_bias[FIRST_TOKEN:])  # (B, S, V - 3)
+        generate = F.softmax(logits, dim=-1)
+        q = self.copy_query(last).view(B, S, C)  # (B, S, C)
+        scores = (q @ self.copy_key(h).transpose(1, 2)) / math.sqrt(C)  # (B, S, T)
+        copyable = items >= FIRST_TOKEN  # (B, T)
+        scores = scores.masked_fill(~copyable[:, None], torch.finfo(scores.dtype).min)
+        att = F.softmax(scores, dim=-1)  # (B, S, T)
+        copy = att.new_zeros((B, S, self.cfg.n_items)).scatter_add(
+            2, items[:, None, :].expand(-1, S, -1), att)[..., FIRST_TOKEN:]  # (B, S, V - 3)
+        g = torch.sigmoid(self.copy_gate(last))  # (B, S)
+        g = torch.where(copyable.any(dim=1, keepdim=True), g, torch.ones_like(g))
+        per_slot = g[..., None] * generate + (1.0 - g[..., None]) * copy  # (B, S, V - 3)
+        weights = F.softmax(self.slot_head(last), dim=-1)  # (B, S)
+        return (per_slot * weights[..., None]).sum(dim=1)  # (B, V - 3)
 
     def action_logits(self, h: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., 5) next-action logits."""
@@ -210,10 +310,12 @@ class Predictor(nn.Module):
                 gaps: torch.Tensor, queries: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase, seconds."""
-        h = self.model(items, categories, actions, gaps, queries)[:, -1]  # (B, C)
+        hs = self.model(items, categories, actions, gaps, queries)  # (B, T, C)
+        h = hs[:, -1]  # (B, C)
         next_action = F.softmax(self.model.action_logits(h), dim=-1)  # (B, 5)
-        probs = F.softmax(self.model.item_logits(h), dim=-1)  # (B, V)
-        top_scores, top_items = torch.topk(probs, self.top_k, dim=-1)  # (B, K) each
+        probs = self.model.item_probs(hs, items)  # (B, V - 3)
+        top_scores, top = torch.topk(probs, self.top_k, dim=-1)  # (B, K) each
+        top_items = top + FIRST_TOKEN  # back to vocabulary indices
         purchase = torch.sigmoid(self.model.purchase_logit(h))  # (B,)
         seconds = torch.expm1(self.model.log_seconds(h)).clamp(min=0.0)  # (B,)
         return next_action, top_items, top_scores, purchase, seconds

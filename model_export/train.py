@@ -36,7 +36,7 @@ from model_export.data import (
     prepare,
     training_chunks,
 )
-from model_export.model import ModelConfig, NextActionModel
+from model_export.model import ITEM_SLOT, ModelConfig, NextActionModel
 from streams.encoding import FIRST_TOKEN, MODEL_INPUTS, UNKNOWN, EncodingSpec
 
 PARITY_SAMPLES = 24
@@ -65,13 +65,17 @@ class TrainOptions:
     unknown_item_rate: float = 0.02
     purchase_weight: float = 0.5
     time_weight: float = 0.2
-    quiet: bool = False
+    quiet: bool = False  # no progress bar
+    log_epochs: bool = True  # one line per epoch, even when quiet
 
 
 def set_determinism(seed: int, threads: int) -> None:
     """Same seed, same thread count, same CPU: same weights."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
+    # Deterministic mode also fills every new tensor with NaN, a debugging aid that
+    # cost 14% of a training step; the kernels stay deterministic without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     torch.set_num_threads(threads)
 
 
@@ -82,9 +86,13 @@ def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, 
     has_action = batch["next_action"] >= 0  # (B, T)
     out["action"] = F.cross_entropy(model.action_logits(h[has_action]),
                                     batch["next_action"][has_action])
-    has_item = batch["next_item"] >= 0
-    # Only positions whose next event has an item; logits only where needed (N, V).
-    out["item"] = F.cross_entropy(model.item_logits(h[has_item]), batch["next_item"][has_item])
+    has_item = batch["next_item"] >= 0  # (B, T) positions whose next event has an item
+    # The mixture is trained by its parts: which slot (kind of item event) comes next,
+    # and the item given that slot, so one catalogue product per position.
+    slot = _slot_of(batch["next_action"][has_item], model.cfg.item_slots)  # (N,)
+    out["item"] = (model.item_nll(h, batch["items"], has_item, batch["next_item"][has_item],
+                                  slot).mean()
+                   + F.cross_entropy(model.slot_logits(h[has_item]), slot))
     has_purchase = batch["purchase"] >= 0
     out["purchase"] = (F.binary_cross_entropy_with_logits(
         model.purchase_logit(h[has_purchase]), batch["purchase"][has_purchase].float())
@@ -92,6 +100,14 @@ def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, 
     has_time = ~torch.isnan(batch["log_seconds"])
     out["time"] = F.l1_loss(model.log_seconds(h[has_time]), batch["log_seconds"][has_time])
     return out
+
+
+def _slot_of(actions: torch.Tensor, slots: int) -> torch.Tensor:
+    if slots == 1:
+        return torch.zeros_like(actions)
+    table = torch.tensor(ITEM_SLOT, dtype=torch.long)
+    # An item on a search (possible in imported logs) counts as viewing it.
+    return table[actions].clamp(min=0)
 
 
 @torch.no_grad()
@@ -105,8 +121,9 @@ def validate(model: NextActionModel, data: Prepared, cases: list[Case],
     for start in range(0, len(cases), batch_size):
         chunk = cases[start: start + batch_size]
         inputs = {k: torch.from_numpy(v) for k, v in case_inputs(chunk, data.spec).items()}
-        h = model(*(inputs[k] for k in MODEL_INPUTS))[:, -1]  # (B, C)
-        logits = model.item_logits(h)  # (B, V)
+        hs = model(*(inputs[k] for k in MODEL_INPUTS))  # (B, T, C)
+        h = hs[:, -1]  # (B, C)
+        probs = model.item_probs(hs, inputs["items"])  # (B, V - 3)
         y_pred += model.action_logits(h).argmax(-1).tolist()
         y_true += [c.next_action for c in chunk]
         for row, case in enumerate(chunk):
@@ -115,7 +132,8 @@ def validate(model: NextActionModel, data: Prepared, cases: list[Case],
             if case.next_item < FIRST_TOKEN:  # an item unseen in training: nobody ranks it
                 ranks.append(None)
                 continue
-            rank = int((logits[row] > logits[row, case.next_item]).sum())
+            target = case.next_item - FIRST_TOKEN  # item_probs leaves reserved ids out
+            rank = int((probs[row] > probs[row, target]).sum())
             ranks.append(rank)
     return {"ndcg@10": metrics.ndcg(ranks), "hr@10": metrics.hit_rate(ranks),
             "action_accuracy": metrics.accuracy(y_true, y_pred), "n": len(cases)}
@@ -149,16 +167,17 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
     best: dict[str, Any] = {"score": -1.0, "epoch": 0, "state": None, "validation": {}}
     history = []
     n = len(chunks)
+    lengths = (tensors["actions"] > 0).sum(dim=1)  # (N,) real events per sequence
     steps = math.ceil(n / options.batch_size)
     for epoch in range(1, options.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=generator)
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{options.epochs}", unit="batch",
+        batches = length_batches(lengths, options.batch_size, generator)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{options.epochs}", unit="batch",
                    disable=options.quiet, leave=False, mininterval=1.0)
         total = 0.0
-        for step in bar:
-            idx = order[step * options.batch_size: (step + 1) * options.batch_size]
-            batch = {k: v[idx] for k, v in tensors.items()}
+        for step, idx in enumerate(bar):
+            width = int(lengths[idx].max())  # drop columns that are padding in every row
+            batch = {k: v[idx, -width:] for k, v in tensors.items()}
             batch["items"] = _unknown_items(batch["items"], options.unknown_item_rate,
                                             generator)
             parts = losses(model, batch)
@@ -174,10 +193,11 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
         val = validate(model, data, val_cases) if val_cases else {"ndcg@10": 0.0}
         history.append({"epoch": epoch, "loss": round(total / max(1, steps), 5),
                         **{k: _round(v) for k, v in val.items()}})
-        if not options.quiet:
+        if not options.quiet or options.log_epochs:
             tqdm.write(f"epoch {epoch}: loss {total / max(1, steps):.4f}  validation "
                        f"ndcg@10 {val['ndcg@10']:.4f}  action accuracy "
-                       f"{val.get('action_accuracy', float('nan')):.4f}")
+                       f"{val.get('action_accuracy', float('nan')):.4f}  "
+                       f"({time.monotonic() - started:.0f} s)")
         if val["ndcg@10"] > best["score"]:
             best = {"score": val["ndcg@10"], "epoch": epoch, "validation": val,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
@@ -197,6 +217,25 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
         },
         samples=_parity_samples(data, val_cases, tensors))
     return checkpoint, data
+
+
+def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator
+                   ) -> list[torch.Tensor]:
+    """A shuffled epoch of batches whose sequences have similar lengths.
+
+    Sequences are shuffled, sorted by length within pools of 32 batches and
+    cut into batches, and the batches shuffled again: each batch then needs
+    few padding columns (the model is blind to left padding, so trimming them
+    changes no result) while the epoch stays random.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    pool = batch_size * 32
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start: start + pool]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += list(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _unknown_items(items: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:

@@ -28,7 +28,7 @@ def tiny_trained(tiny_log, tmp_path_factory):
     from model_export.train import TrainOptions, train
 
     options = TrainOptions(epochs=3, batch_size=64, d_model=32, max_len=20, patience=2,
-                           seed=1, threads=1, quiet=True)
+                           seed=1, threads=1, quiet=True, log_epochs=False)
     checkpoint, _ = train(read_events(tiny_log), options, log_path=str(tiny_log))
     path = checkpoint.save(tmp_path_factory.mktemp("tiny-checkpoint") / "tiny.pt")
     return path, checkpoint

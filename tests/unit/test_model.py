@@ -31,11 +31,15 @@ def window(batch=3, length=10, seed=0, pad=0):
 
 
 def run(model, x):
+    """Every per-position output used in training, as (B, T, F)."""
     with torch.no_grad():
         h = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
-        return torch.cat([h, model.action_logits(h), model.item_logits(h)[..., 3:],
-                          model.purchase_logit(h)[..., None], model.log_seconds(h)[..., None]],
-                         dim=-1)
+        att, _ = model.copy_attention(h, x["items"])  # (B, S, T, T)
+        copy = att.permute(0, 2, 1, 3).flatten(2)  # (B, T, S * T)
+        return torch.cat([h, model.action_logits(h), model.slot_logits(h),
+                          torch.softmax(model._item_queries(h) @ model.item.weight.t(), -1)
+                          .flatten(2), copy, model.purchase_logit(h)[..., None],
+                          model.log_seconds(h)[..., None]], dim=-1)
 
 
 @pytest.mark.parametrize("changed", [4, 7, 9])
@@ -54,8 +58,13 @@ def test_changing_a_later_event_never_changes_earlier_outputs(model, changed):
 def test_left_padding_does_not_change_the_prediction(model):
     x = window(length=6)
     padded = {k: torch.cat([torch.zeros_like(v[:, :5]), v], dim=1) for k, v in x.items()}
-    a, b = run(model, x), run(model, padded)
-    assert torch.allclose(a, b[:, 5:], atol=1e-5)
+    with torch.no_grad():
+        a, b = Predictor(model, 10)(*x.values()), Predictor(model, 10)(*padded.values())
+    for got, want in zip(b, a):
+        assert torch.allclose(got.float(), want.float(), atol=1e-5)
+    h_a = model(*x.values())
+    h_b = model(*padded.values())[:, 5:]
+    assert torch.allclose(h_a, h_b, atol=1e-5)
 
 
 def test_fully_padded_rows_give_no_nan(model):
