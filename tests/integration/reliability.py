@@ -17,6 +17,7 @@ compares what the real workers produced on Apache Kafka against it:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -429,6 +430,9 @@ def crash_run(settings: Settings, events: Sequence[dict], reference: Reference,
     from tests.integration.kafka_helpers import wait_for
     from tests.integration.workers import WorkerProcess, metric_value
 
+    if os.environ.get("SHOPCAST_TEST_WORKER_LOG_LEVEL"):  # e.g. INFO, to debug a failure
+        settings = settings.model_copy(
+            update={"log_level": os.environ["SHOPCAST_TEST_WORKER_LOG_LEVEL"]})
     victim, survivor = (WorkerProcess(settings, tmp_path / f"{name}.log", name=name)
                         for name in ("victim", "survivor"))
     records = keyed(events)
