@@ -45,7 +45,6 @@ from streams.window import window_header
 
 log = logging.getLogger("shopcast.worker")
 
-SWEEP_INTERVAL_S = 60.0
 SWEEP_SLICE = 5000  # windows examined between yields to the event loop
 LAG_INTERVAL_S = 5.0
 
@@ -173,7 +172,7 @@ def _wire(worker: Worker) -> None:
         async for event in stream.events():
             _erase(worker, event, audit)
 
-    @app.timer(SWEEP_INTERVAL_S, name="shopcast.expire_windows")
+    @app.timer(settings.window_sweep_seconds, name="shopcast.expire_windows")
     async def expire_windows() -> None:
         await _sweep(worker)
 

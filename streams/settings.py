@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     # Windows and scoring
     # None means the bundle's own max_len (50 for the default bundle).
     window_length: int | None = Field(None, ge=1, le=255)
-    window_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    window_ttl_seconds: int = Field(30 * 24 * 3600, ge=5)
+    # How often idle windows are looked for and deleted (tombstoned); at most this much
+    # later than the TTL. Short values are for tests and the soak benchmark.
+    window_sweep_seconds: int = Field(60, ge=1, le=3600)
     bundle_path: Path = DEFAULT_BUNDLE
     # How often to look for a new bundle at bundle_path, served without a restart (0: never).
     bundle_watch_seconds: int = Field(10, ge=0, le=3600)
