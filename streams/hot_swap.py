@@ -91,10 +91,49 @@ def prepare(path: Path, settings: Settings) -> Model:
     bundle = load_bundle(identity[0])
     scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
+    smoke_test(scorer, encoder)
     if settings.window_length is not None and settings.window_length > bundle.spec.max_len:
         raise BundleError(f"{bundle.path}: SHOPCAST_WINDOW_LENGTH={settings.window_length} "
                           f"exceeds the bundle's max_len {bundle.spec.max_len}")
     return Model(bundle, scorer, encoder, identity)
+
+
+def smoke_test(scorer: Scorer, encoder: Encoder) -> None:
+    """Score probe windows before serving; raise BundleError unless the outputs fit the bundle.
+
+    The manifest's hashes prove the files are the ones exported together, not that the
+    model fits the vocabularies shipped with it: a model trained for other vocabularies
+    fails on their highest indices, or ranks items the vocabulary does not have.
+    """
+    bundle, spec = scorer.bundle, encoder.spec
+    n_items, n_categories = len(encoder.items), len(encoder.categories)
+    declared = bundle.manifest.get("model", {})
+    for name, have in (("n_items", n_items), ("n_categories", n_categories)):
+        if name in declared and declared[name] != have:
+            raise BundleError(f"{bundle.path}: the model was trained for {declared[name]} "
+                              f"{name[2:]} but the bundle's vocabulary has {have}")
+    probe = np.zeros(spec.max_len, dtype=encoder.dtype)
+    probe["item"] = np.linspace(FIRST_TOKEN, n_items - 1, spec.max_len).astype(np.int64)
+    probe["category"] = np.linspace(FIRST_TOKEN, n_categories - 1, spec.max_len).astype(np.int64)
+    probe["action"] = np.arange(spec.max_len) % len(spec.actions) + 1
+    probe["gap"] = np.minimum(np.arange(spec.max_len) + 1, spec.gap_buckets - 1)
+    probe["query"] = np.arange(spec.max_len * spec.query_slots).reshape(
+        spec.max_len, spec.query_slots) % spec.query_buckets
+    try:
+        scores = scorer.score([probe, probe[-1:]])
+    except Exception as exc:  # onnxruntime raises its own types
+        raise BundleError(f"{bundle.path}: the model fails on this bundle's own vocabulary "
+                          f"indices: {exc}") from None
+    top = scores.top_items
+    if top.size and (top.min() < FIRST_TOKEN or top.max() >= n_items):
+        raise BundleError(f"{bundle.path}: the model ranks item indices {int(top.min())}.."
+                          f"{int(top.max())}, outside the vocabulary's {FIRST_TOKEN}.."
+                          f"{n_items - 1}")
+    finite = all(np.isfinite(a).all() for a in (scores.next_action, scores.top_scores,
+                                                 scores.purchase_probability,
+                                                 scores.next_event_seconds))
+    if not finite:
+        raise BundleError(f"{bundle.path}: the model returns NaN or infinite scores")
 
 
 # --- windows stored under another encoding ---------------------------------------------------

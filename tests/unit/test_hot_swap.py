@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 import pytest
 
-from streams.bundle import ITEMS_FILE, MANIFEST, encoding_section, file_sha256, load_bundle
+from streams.bundle import ITEMS_FILE, MANIFEST, load_bundle
 from streams.contracts import Event
 from streams.encoding import Encoder, EncodingSpec, Vocabulary
 from streams.hot_swap import (
@@ -27,42 +25,16 @@ from streams.online import OnlineAccuracy
 from streams.pipeline import Incoming, Pipeline, Ready
 from streams.settings import load_settings
 from streams.window import UserWindow
+from tests.model_dirs import corrupt_copy, make_models, mismatched_copy, switch
 
 NOW = 1_764_400_000_000
 DAY_MS = 86_400_000
 
 
-def rewrite_manifest(bundle_dir: Path, **changes) -> None:
-    """Re-sign a bundle directory after its files changed (as the export would have)."""
-    manifest = orjson.loads((bundle_dir / MANIFEST).read_bytes())
-    items = Vocabulary.from_json((bundle_dir / ITEMS_FILE).read_bytes())
-    categories = Vocabulary.from_json((bundle_dir / "categories.json").read_bytes())
-    spec = EncodingSpec.from_dict(manifest["encoding"]["spec"])
-    manifest["encoding"] = encoding_section(spec, items, categories)
-    manifest["files"] = {name: file_sha256(bundle_dir / name) for name in manifest["files"]}
-    manifest.update(changes)
-    (bundle_dir / MANIFEST).write_bytes(orjson.dumps(manifest))
-
-
 @pytest.fixture
 def models(tiny_bundle, tmp_path):
-    """A model directory: bundle ``a`` (the tiny one), ``b`` (same model, item vocabulary in
-    another order, another version) and ``current -> a``."""
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copytree(tiny_bundle, root / "a")
-    shutil.copytree(tiny_bundle, root / "b")
-    tokens = orjson.loads((root / "b" / ITEMS_FILE).read_bytes())
-    (root / "b" / ITEMS_FILE).write_bytes(orjson.dumps(list(reversed(tokens))[:-2]))
-    rewrite_manifest(root / "b", model_version="model-b")
-    (root / "current").symlink_to("a")
-    return root
-
-
-def switch(root: Path, target: str) -> None:
-    """The operator's atomic switch: a new link renamed over ``current``."""
-    (root / "current.new").symlink_to(target)
-    os.replace(root / "current.new", root / "current")
+    """A model directory: bundles ``a`` and ``b`` (another item vocabulary) and ``current``."""
+    return make_models(tiny_bundle, tmp_path / "models")
 
 
 def encoder_of(path: Path) -> Encoder:
@@ -91,10 +63,13 @@ def test_the_tag_covers_the_spec_and_both_vocabularies():
     assert Encoder(EncodingSpec(query_seed=1), items, cats).vocab_tag != base
 
 
-def test_an_old_window_is_re_encoded_with_the_same_item_ids(models):
-    a, b = encoder_of(models / "a"), encoder_of(models / "b")
-    known = a.items.tokens[5:8]  # in both vocabularies
-    dropped = a.items.tokens[0]  # b lacks it
+def test_an_old_window_is_re_encoded_with_the_same_item_ids():
+    tokens = [f"sku-{i}" for i in range(10)]
+    a = Encoder(EncodingSpec(max_len=20), Vocabulary(tokens), Vocabulary(["c-mug"]))
+    # b: another order, one id fewer (sku-0), one new.
+    b = Encoder(EncodingSpec(max_len=20), Vocabulary(list(reversed(tokens[1:])) + ["sku-x"]),
+                Vocabulary(["c-lamp", "c-mug"]))
+    known, dropped = tokens[5:8], tokens[0]
     table: dict[bytes, bytes] = {}
     old = Pipeline(a, window_length=None, ttl_ms=DAY_MS, max_future_ms=DAY_MS)
     for n, item in enumerate([*known, dropped]):
@@ -107,12 +82,13 @@ def test_an_old_window_is_re_encoded_with_the_same_item_ids(models):
     new.foreign = lambda stored: remapper.adopt(stored, b, new.window_length)
     out = new.admit(Incoming(b"u-1", click(9, known[0]), "t", 0, 9), table, now_ms=NOW)
     assert isinstance(out, Ready) and out.window_length == 5
-    after = window_items(table[b"u-1"], b)
-    # Same ids in the same order under the new vocabulary; the one b lacks becomes
+    window = UserWindow.from_bytes(table[b"u-1"], b)
+    # Same ids in the same order under the new vocabularies; the one b lacks becomes
     # "unknown" (None here) like any id the model never saw.
     assert before == [*known, dropped]
-    assert after == [*known, None, known[0]]
-    assert UserWindow.from_bytes(table[b"u-1"], b).vocab_tag == b.vocab_tag
+    assert window_items(table[b"u-1"], b) == [*known, None, known[0]]
+    assert [b.categories.token(int(c)) for c in window.records["category"]] == ["c-mug"] * 5
+    assert window.vocab_tag == b.vocab_tag
 
 
 def test_a_window_from_an_unknown_encoding_starts_afresh(models):
@@ -170,15 +146,16 @@ def test_a_switched_link_is_loaded_and_handed_over_once(models):
 
 
 @pytest.mark.parametrize("damage", ["corrupt model file", "vocabulary not in manifest",
+                                    "model for more items than the vocabulary",
                                     "no manifest"])
 def test_a_broken_bundle_is_refused_once_and_the_old_one_keeps_serving(models, damage, caplog):
     watcher, metrics = make_watcher(models)
-    broken = models / "broken"
-    shutil.copytree(models / "b", broken)
-    if damage == "corrupt model file":
-        data = bytearray((broken / "model.onnx").read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        (broken / "model.onnx").write_bytes(bytes(data))
+    if damage == "model for more items than the vocabulary":
+        broken = mismatched_copy(models, "b", "broken")
+    else:
+        broken = corrupt_copy(models, "b", "broken")
+    if damage in ("corrupt model file", "model for more items than the vocabulary"):
+        pass
     elif damage == "vocabulary not in manifest":
         (broken / ITEMS_FILE).write_bytes(b'["only-one"]')
     else:
