@@ -122,7 +122,8 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
     # The app's raw serializers apply to the table: keys and windows are bytes.
     table = app.Table(WINDOW_TABLE, default=None, key_type=bytes, value_type=bytes,
                       partitions=settings.partitions)
-    online = OnlineAccuracy(metrics, horizon_ms=bundle.horizon_seconds * 1000)
+    online = OnlineAccuracy(metrics, horizon_ms=bundle.horizon_seconds * 1000,
+                            idle_ms=settings.window_ttl_ms)
     worker = Worker(settings, app, table, scorer, pipeline, metrics, online)
     worker.models = hot_swap.watch(worker, bundle)
     _wire(worker)

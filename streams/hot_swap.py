@@ -271,7 +271,8 @@ def serve(worker: Any, model: Model) -> None:
     worker.scorer = model.scorer
     worker.pipeline = pipeline
     # Online accuracy remembers predicted item indices of the old vocabulary: start over.
-    worker.online = OnlineAccuracy(worker.metrics, horizon_ms=model.bundle.horizon_seconds * 1000)
+    worker.online = OnlineAccuracy(worker.metrics, horizon_ms=model.bundle.horizon_seconds * 1000,
+                                   idle_ms=worker.settings.window_ttl_ms)
     worker.metrics.set_model(model.bundle.model_version, str(model.bundle.manifest["created_at"]),
                              model.bundle.horizon_seconds)
     worker.metrics.model_swaps.labels("loaded").inc()

@@ -10,6 +10,7 @@ Memory is bounded: the least recently active users are forgotten first.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,16 +30,20 @@ class _Last:
     # The oldest purchase prediction not yet resolved: (probability, event time ms).
     purchase_p: float
     purchase_ts: int
+    seen_s: float  # wall clock of the user's latest event here, for idle expiry
 
 
 class OnlineAccuracy:
     """Scores the previous prediction of each user against their next event."""
 
-    def __init__(self, metrics: WorkerMetrics, horizon_ms: int, max_users: int = 200_000
-                 ) -> None:
+    def __init__(self, metrics: WorkerMetrics, horizon_ms: int, max_users: int = 200_000,
+                 idle_ms: int | None = None) -> None:
         self.metrics = metrics
         self.horizon_ms = horizon_ms
         self.max_users = max_users
+        # Users idle for longer than this are forgotten, as their windows are (the TTL):
+        # with users coming and going, max_users alone lets memory grow for hours.
+        self.idle_s = None if idle_ms is None else idle_ms / 1000.0
         self._last: OrderedDict[str, _Last] = OrderedDict()
 
     def observe(self, events: Sequence[Event], item_index: Sequence[int],
@@ -49,6 +54,7 @@ class OnlineAccuracy:
         first event's prediction scored by the second.
         """
         m = self.metrics
+        now = time.time()
         for row, event in enumerate(events):
             last = self._last.pop(event.user_id, None)
             p, p_ts = float(purchase[row]), event.ts_ms
@@ -62,8 +68,12 @@ class OnlineAccuracy:
                     m.online_action_correct.inc()
                 p, p_ts = self._resolve_purchase(last, event, p, p_ts)
             self._last[event.user_id] = _Last(top_items[row, :HIT_AT].copy(),
-                                              int(next_action[row].argmax()), p, p_ts)
+                                              int(next_action[row].argmax()), p, p_ts, now)
             if len(self._last) > self.max_users:
+                self._last.popitem(last=False)
+        if self.idle_s is not None:
+            # Least recently seen first (a user's entry moves to the end on every event).
+            while self._last and now - next(iter(self._last.values())).seen_s > self.idle_s:
                 self._last.popitem(last=False)
 
     def forget(self, user_id: str) -> None:
