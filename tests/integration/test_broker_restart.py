@@ -24,7 +24,7 @@ from tests.integration.workers import WorkerProcess, metric_value
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 3000
+EVENTS = 2000
 
 
 def test_worker_rides_out_a_broker_restart_without_losing_an_event(

@@ -69,7 +69,7 @@ def test_every_hostile_record_is_dead_lettered_or_handled_and_the_worker_keeps_f
     settings = settings_for(bundle_path=tiny_bundle, partitions=3)
     make_topics(settings)
     cases = all_cases()
-    good_events = toy_stream(400)
+    good_events = toy_stream(250)
     produce(settings, settings.events_topic, interleave(keyed(good_events), cases))
     dlq_cases = [c for c in cases if c.outcome == "dlq"]
     valid = [c for c in cases if c.outcome != "dlq"]

@@ -21,7 +21,7 @@ from tests.integration.workers import WorkerProcess, metric_value
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 3000
+EVENTS = 2400
 
 
 def test_three_workers_split_six_partitions_and_every_event_is_predicted_in_user_order(

@@ -38,7 +38,7 @@ DAY_MS = 86_400_000
 SCHEMA = json.loads((Path(__file__).parents[2] / "streams" / "schemas" /
                      "dead_letter.v1.json").read_text())
 # No example database: it would be written into the working tree.
-quick = settings(max_examples=150, deadline=None, database=None,
+quick = settings(max_examples=100, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(

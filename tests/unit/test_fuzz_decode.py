@@ -1,6 +1,6 @@
 """A bounded atheris run of the decode path (tests/fuzz/fuzz_decode.py) in CI.
 
-Twenty seconds of coverage-guided fuzzing, seeded with the hostile corpus: any exception,
+Ten seconds of coverage-guided fuzzing, seeded with the hostile corpus: any exception,
 an invalid dead letter or a window that does not read back fails the test, and libFuzzer
 prints the input that caused it. For a longer run by hand::
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 FUZZER = Path(__file__).parents[1] / "fuzz" / "fuzz_decode.py"
-SECONDS = 20
+SECONDS = 10
 
 
 def test_the_decode_path_survives_a_bounded_fuzzing_run(tmp_path):
