@@ -74,7 +74,7 @@ class Worker:
         messages, scores = self.scorer.predict(events, [r.records for r in ready],
                                                scored_at=scored_at)
         self.metrics.inference.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(ready))
+        self.metrics.observe_admitted(ready)
         self.online.observe(events, [r.item_index for r in ready],
                             scores.top_items, scores.next_action, scores.purchase_probability)
         return messages
@@ -227,6 +227,7 @@ async def _finish(worker: Worker, scoring: Scoring, outbox: Outbox) -> None:
             predictions = await scoring.predictions
         except Exception as exc:  # a model failure must not lose the events
             log.exception("scoring failed for a batch of %d events", len(ready))
+            metrics.observe_admitted(ready)
             _dead_letter_batch(worker, ready, outbox, exc, scoring.scored_at)
         else:
             for r, prediction in zip(ready, predictions, strict=True):
@@ -255,15 +256,7 @@ def _admit_batch(worker: Worker, messages: list[Message], windows: TableWindows,
         worker.read_offsets[(message.topic, message.partition)] = message.offset
         outcome = worker.pipeline.admit(record, windows, now_ms=now_ms)
         if isinstance(outcome, Ready):
-            ready.append(outcome)
-            metrics.events.labels(outcome.event.type).inc()
-            metrics.window_length.observe(outcome.window_length)
-            if outcome.duplicate:
-                metrics.duplicates.inc()
-            elif outcome.window_length == 1:
-                # A new window. The sweep sets the users gauge exactly once a minute; counting
-                # new windows keeps it current in between.
-                metrics.users.inc()
+            ready.append(outcome)  # its metrics are counted in the scorer thread
         elif isinstance(outcome, DeadLetter):
             outbox.add(settings.dlq_topic, message.key, outcome.to_json())
             metrics.dead_letters.labels(outcome.reason).inc()

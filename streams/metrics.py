@@ -10,7 +10,9 @@ here knows about Faust.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -128,6 +130,28 @@ class WorkerMetrics:
                 self.purchase_outcomes.labels(bucket, outcome)
         for result in ("loaded", "refused"):
             self.model_swaps.labels(result)
+
+    def observe_admitted(self, ready: Sequence[Any]) -> None:
+        """Count a scored batch of admitted events (``streams.pipeline.Ready``).
+
+        Called from the scorer thread, off the event loop: per-event metric
+        updates take locks and cost more than the rest of admitting an event.
+        """
+        self.batch_size.observe(len(ready))
+        by_type = Tally(r.event.type for r in ready)
+        for kind, n in by_type.items():
+            self.events.labels(kind).inc(n)
+        new_windows = duplicates = 0
+        for r in ready:
+            self.window_length.observe(r.window_length)
+            duplicates += r.duplicate
+            # A new window; the sweep sets the users gauge exactly once a minute, counting
+            # new windows keeps it current in between.
+            new_windows += not r.duplicate and r.window_length == 1
+        if duplicates:
+            self.duplicates.inc(duplicates)
+        if new_windows:
+            self.users.inc(new_windows)
 
     def set_model(self, version: str, created_at: str, horizon_seconds: int) -> None:
         """Publish the served bundle's identity."""
