@@ -213,8 +213,10 @@ def _bundle_fields(ckpt: Checkpoint, top_k: int) -> dict[str, Any]:
         "horizon_seconds": ckpt.horizon_seconds, "ttl_seconds": ckpt.ttl_seconds,
         "model": {"architecture": "causal self-attention (pre-LN, rotary)",
                   **ckpt.config.to_dict()},
+        # The file's name only: where it sat on the training machine is nobody's business.
         "training_data": {"sha256": training.get("sha256"), "events": training.get("events"),
-                          "users": training.get("users"), "path": training.get("path")},
+                          "users": training.get("users"),
+                          "file": Path(training["path"]).name if training.get("path") else None},
     }
 
 

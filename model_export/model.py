@@ -58,7 +58,7 @@ class ModelConfig:
     n_layers: int = 2
     d_model: int = 64
     n_heads: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.1
     rope_base: float = 10_000.0
     item_slots: int = 3  # kinds of item event in the next-item mixture (see ITEM_SLOT)
 
