@@ -13,8 +13,9 @@ sequence model its edge over a first-order Markov chain:
   purchases of that facet: "buy again");
 * right after a category page, that department;
 * otherwise co-view neighbours of the last three items (the last weighs
-  most), the visit's intent department, items seen earlier in the visit,
-  items bought together with what is in the cart, and a little popularity;
+  most), items similar to the last one (its facet), the visit's intent
+  department, items seen earlier in the visit, items bought together with
+  what is in the cart, and a little popularity;
 * add-to-cart is nearly always the item just viewed, and a checkout buys
   the cart's items in the order they were added.
 
@@ -27,8 +28,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from model_export.simulator.catalogue import Catalogue, Pool
 
@@ -57,7 +56,7 @@ _AFTER = {
 class SessionState:
     """Everything the simulator knows about one user between two events."""
 
-    deviation: np.ndarray  # taste deviation (see users.drift)
+    deviation: list[float]  # taste deviation (see users.drift)
     now: int = 0  # time of the last event, epoch ms
     in_session: bool = False
     session_no: int = 0
@@ -152,9 +151,12 @@ def item_mixture(s: SessionState, cat: Catalogue, action: int) -> Mixture:
         if recent:
             mix.append((0.10, POOL, cat.coview[recent[-1]]))
         return mix
-    # After an item page, the cart or a purchase.
-    for j, weight in enumerate((0.40, 0.12, 0.06)[:len(recent)]):
+    # After an item page, the cart or a purchase: what was viewed with the last items, and
+    # the "similar items" of the last one (its facet, by popularity).
+    for j, weight in enumerate((0.26, 0.08, 0.04)[:len(recent)]):
         mix.append((weight, POOL, cat.coview[recent[-1 - j]]))
+    if recent:
+        mix.append((0.18, POOL, cat.facet_pool[cat.item_facet[recent[-1]]]))
     if s.search_pool is not None:
         mix.append((0.10, POOL, s.search_pool))
     mix.append((0.12, POOL, cat.department_pool[s.intent]))
@@ -227,10 +229,10 @@ def taste_option(cat: Catalogue, dep: int, k: int, p: float) -> StartOption:
     return StartOption(p, action, dep, items)
 
 
-def start_options(s: SessionState, cat: Catalogue, taste: np.ndarray) -> list[StartOption]:
+def start_options(s: SessionState, cat: Catalogue, taste: list[float]) -> list[StartOption]:
     """Every way the visit starting now may begin, with probabilities summing to one."""
     options, rest = start_plan(s, cat)
-    for dep, p in enumerate(taste.tolist()):
+    for dep, p in enumerate(taste):
         if p * rest > 0.0:
             for k, share in enumerate(TASTE_START):
                 options.append(taste_option(cat, dep, k, rest * p * share))

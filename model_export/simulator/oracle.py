@@ -53,7 +53,7 @@ from model_export.simulator import funnel
 from model_export.simulator.catalogue import Catalogue
 from model_export.simulator.funnel import END, ITEM_ACTIONS, POINT, POOL, PURCHASE, Mixture
 from model_export.simulator.shopper import Shopper, begin_session
-from model_export.simulator.users import next_session_start, taste_probabilities
+from model_export.simulator.users import Normals, next_session_start, taste_probabilities
 from streams.contracts import ACTIONS
 
 HORIZON_MS = 86_400_000
@@ -118,7 +118,7 @@ def predict(shopper: Shopper, rng: random.Random, rollouts: int = DEFAULT_ROLLOU
             ) -> OraclePrediction:
     """The oracle for the event ``shopper`` is about to draw (its state is left untouched)."""
     cat, s = shopper.cat, shopper.s
-    nrng = np.random.default_rng(rng.getrandbits(64))
+    normals = Normals(rng.getrandbits(64))
     weights = funnel.action_weights(s, cat)
     acc = _Accumulator(cat)
     for action in ITEM_ACTIONS:
@@ -130,7 +130,7 @@ def predict(shopper: Shopper, rng: random.Random, rollouts: int = DEFAULT_ROLLOU
     end_weight = 0.0
     start = _NextVisit(cat)
     if p_end > 0.0:
-        start = _next_visit(shopper, rng, nrng)
+        start = _next_visit(shopper, rng, normals)
         end_weight = p_end * start.exists
         acc.merge(start.items, end_weight)
     denominator = (1.0 - p_end) + end_weight
@@ -141,7 +141,7 @@ def predict(shopper: Shopper, rng: random.Random, rollouts: int = DEFAULT_ROLLOU
     if mass > 0.0:
         items /= mass
     return OraclePrediction(next_action, items,
-                            purchase_within(shopper, rng, nrng, rollouts, HORIZON_MS))
+                            purchase_within(shopper, rng, normals, rollouts, HORIZON_MS))
 
 
 class _NextVisit:
@@ -155,7 +155,7 @@ class _NextVisit:
     def __init__(self, cat: Catalogue) -> None:
         self.actions = [0.0] * len(ACTIONS)
         self.items = _Accumulator(cat)
-        self.taste = np.zeros(cat.n_departments)  # sum of rest * taste over samples
+        self.taste = [0.0] * cat.n_departments  # sum of rest * taste over samples
         self.samples = 0
         self.exists = 0.0
 
@@ -167,14 +167,15 @@ class _NextVisit:
                 self.items.add(opt.items, opt.p)
         for k, share in enumerate(funnel.TASTE_START):
             self.actions[funnel.TASTE_START_ACTIONS[k]] += rest * share
-        self.taste += rest * taste_probabilities(look.profile, look.s.deviation)
+        taste = taste_probabilities(look.profile, look.s.deviation)
+        self.taste = [t + rest * p for t, p in zip(self.taste, taste, strict=True)]
         self.samples += 1
 
     def finish(self, cat: Catalogue) -> None:
         """Turn the sums into averages (taste-driven landing clicks are added here, once)."""
         n = self.samples
         click = funnel.TASTE_START_ACTIONS.index(funnel.CLICK)
-        for dep, weight in enumerate(self.taste.tolist()):
+        for dep, weight in enumerate(self.taste):
             if weight > 0.0:
                 opt = funnel.taste_option(cat, dep, click, weight * funnel.TASTE_START[click])
                 assert opt.items is not None
@@ -185,14 +186,13 @@ class _NextVisit:
         self.items = scaled
 
 
-def _next_visit(shopper: Shopper, rng: random.Random, nrng: np.random.Generator
-                ) -> _NextVisit:
+def _next_visit(shopper: Shopper, rng: random.Random, normals: Normals) -> _NextVisit:
     """Monte Carlo over the next visit's start, conditioned on it being inside the log."""
     inside, outside = _NextVisit(shopper.cat), _NextVisit(shopper.cat)
     tries = 0
     while inside.samples < START_SAMPLES and tries < MAX_START_TRIES:
         tries += 1
-        look = shopper.clone(rng, nrng)
+        look = shopper.clone(rng, normals)
         start = next_session_start(look.profile, look.s.now, bool(look.s.cart), rng)
         target = inside if start < shopper.end_ms else outside
         if target is outside and outside.samples >= START_SAMPLES:
@@ -210,13 +210,13 @@ def _next_visit(shopper: Shopper, rng: random.Random, nrng: np.random.Generator
     return outside
 
 
-def purchase_within(shopper: Shopper, rng: random.Random, nrng: np.random.Generator,
+def purchase_within(shopper: Shopper, rng: random.Random, normals: Normals,
                     rollouts: int, horizon_ms: int) -> float:
     """Share of rollouts from the shopper's state with a purchase in (now, now + horizon]."""
     limit = shopper.s.now + horizon_ms
     hits = 0
     for _ in range(rollouts):
-        look = shopper.clone(rng, nrng)
+        look = shopper.clone(rng, normals)
         # A visit starting after the horizon cannot count: do not draw it at all.
         look.end_ms = min(look.end_ms, limit + 1)
         while True:

@@ -13,9 +13,9 @@ import random
 
 from model_export.simulator.catalogue import Catalogue
 
-TYPO_RATE = 0.07  # chance that a word of four letters or more is misspelt
+TYPO_RATE = 0.12  # share of queries with a misspelt word (of four letters or more)
 SHUFFLE_RATE = 0.25
-MODIFIER_RATE = 0.3
+MODIFIER_RATE = 0.2
 
 # Neighbouring keys on a QWERTY keyboard: the commonest substitution typos.
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -58,7 +58,7 @@ def search_text(catalogue: Catalogue, department: int, facet: int | None,
     if len(words) > 1 and rng.random() < SHUFFLE_RATE:
         rng.shuffle(words)
     text = " ".join(words)
-    if rng.random() < TYPO_RATE * 3:
+    if rng.random() < TYPO_RATE:
         parts = text.split(" ")
         j = rng.randrange(len(parts))
         parts[j] = typo(parts[j], rng)

@@ -14,8 +14,6 @@ import math
 import random
 from typing import NamedTuple
 
-import numpy as np
-
 from model_export.simulator import funnel
 from model_export.simulator.catalogue import Catalogue
 from model_export.simulator.funnel import (
@@ -32,6 +30,7 @@ from model_export.simulator.queries import search_text
 from model_export.simulator.users import (
     DAY_MS,
     DRIFT_SD,
+    Normals,
     Profile,
     draw_department,
     drift,
@@ -78,14 +77,13 @@ class Shopper:
     """A user of the simulated shop, drawing their events one at a time."""
 
     def __init__(self, cat: Catalogue, profile: Profile, state: SessionState,
-                 rng: random.Random, end_ms: int, nrng: np.random.Generator | None = None
-                 ) -> None:
+                 rng: random.Random, end_ms: int, normals: Normals | None = None) -> None:
         self.cat = cat
         self.profile = profile
         self.s = state
         self.rng = rng
-        # Taste drift draws vectors, which numpy does much faster; seeded from ``rng``.
-        self.nrng = np.random.default_rng(rng.getrandbits(64)) if nrng is None else nrng
+        # Taste drift needs a vector of normal draws per visit; seeded from ``rng``.
+        self.normals = Normals(rng.getrandbits(64)) if normals is None else normals
         self.end_ms = end_ms
         self.done = False
 
@@ -95,13 +93,13 @@ class Shopper:
         """A fresh user with traits drawn from their own generator."""
         rng = user_rng(seed, user, attempt)
         profile = make_profile(cat, start_ms, end_ms, rng)
-        deviation = DRIFT_SD * np.random.default_rng(rng.getrandbits(64)).standard_normal(
-            cat.n_departments)
-        return cls(cat, profile, SessionState(deviation=deviation), rng, end_ms)
+        normals = Normals(rng.getrandbits(64))
+        deviation = [DRIFT_SD * z for z in normals.take(cat.n_departments)]
+        return cls(cat, profile, SessionState(deviation=deviation), rng, end_ms, normals)
 
-    def clone(self, rng: random.Random, nrng: np.random.Generator) -> Shopper:
+    def clone(self, rng: random.Random, normals: Normals) -> Shopper:
         """A copy that continues from the same state with other generators."""
-        return Shopper(self.cat, self.profile, self.s.copy(), rng, self.end_ms, nrng)
+        return Shopper(self.cat, self.profile, self.s.copy(), rng, self.end_ms, normals)
 
     def step(self) -> Event | None:
         """The next event, or None once the next visit would start after the log's end."""
@@ -235,7 +233,7 @@ def begin_session(shopper: Shopper, start: int) -> None:
     """Advance a shopper to a visit starting at ``start``: drift taste, forget old carts."""
     s = shopper.s
     if s.session_no > 0:
-        s.deviation = drift(s.deviation, start - s.now, shopper.nrng)
+        s.deviation = drift(s.deviation, start - s.now, shopper.normals, shopper.rng)
     s.now = start
     s.in_session = True
     s.session_no += 1

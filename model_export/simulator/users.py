@@ -41,7 +41,7 @@ class Profile:
     """The fixed traits of one user."""
 
     rate_per_day: float  # sessions per day, before the daily rhythm
-    base_taste: np.ndarray  # logits over departments
+    base_taste: list[float]  # logits over departments
     joined_ms: int
     facet_loyalty: float  # how often they return to the facet they chose before
 
@@ -50,8 +50,8 @@ def make_profile(catalogue: Catalogue, start_ms: int, end_ms: int, rng: random.R
                  ) -> Profile:
     """Draw a user: activity (log-normal, heavy-tailed), favourite departments, join time."""
     n = catalogue.n_departments
-    base = 0.6 * np.log(np.maximum(catalogue.department_weight, 1e-9))
-    weights = list(catalogue.department_weight)
+    weights = [float(w) for w in catalogue.department_weight]
+    base = [0.6 * math.log(max(w, 1e-9)) for w in weights]
     for _ in range(1 + int(rng.random() < 0.6) + int(rng.random() < 0.3)):
         fav = rng.choices(range(n), weights=weights)[0]
         base[fav] += rng.uniform(2.4, 3.4)
@@ -64,27 +64,56 @@ def make_profile(catalogue: Catalogue, start_ms: int, end_ms: int, rng: random.R
     return Profile(rate, base, joined, rng.uniform(0.3, 0.8))
 
 
-def drift(deviation: np.ndarray, gap_ms: int, nrng: np.random.Generator) -> np.ndarray:
+class Normals:
+    """Standard normal draws made by numpy in blocks and handed out as Python floats.
+
+    One draw at a time from numpy costs microseconds of call overhead, and
+    ``random.gauss`` is not much cheaper; a block of 512 amortises it.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._gen = np.random.default_rng(seed)
+        self._buffer: list[float] = []
+        self._pos = 0
+
+    def take(self, n: int) -> list[float]:
+        """The next ``n`` draws."""
+        if self._pos + n > len(self._buffer):
+            self._buffer = self._gen.standard_normal(max(512, n)).tolist()
+            self._pos = 0
+        out = self._buffer[self._pos:self._pos + n]
+        self._pos += n
+        return out
+
+
+def drift(deviation: list[float], gap_ms: int, normals: Normals, rng: random.Random
+          ) -> list[float]:
     """The taste deviation ``gap_ms`` later (an exact Ornstein-Uhlenbeck step)."""
     a = math.exp(-gap_ms / (DRIFT_DAYS * DAY_MS))
-    out = a * deviation + DRIFT_SD * math.sqrt(1.0 - a * a) * nrng.standard_normal(
-        len(deviation))
-    if nrng.random() < NEW_INTEREST_RATE:
-        out[nrng.integers(len(out))] += 2.5
+    s = DRIFT_SD * math.sqrt(1.0 - a * a)
+    out = [a * d + s * z for d, z in zip(deviation, normals.take(len(deviation)), strict=True)]
+    if rng.random() < NEW_INTEREST_RATE:
+        out[rng.randrange(len(out))] += 2.5
     return out
 
 
-def taste_probabilities(profile: Profile, deviation: np.ndarray) -> np.ndarray:
+def taste_probabilities(profile: Profile, deviation: list[float]) -> list[float]:
     """The current probability of each department being a session's intent."""
-    logits = profile.base_taste + deviation
-    ex = np.exp(logits - logits.max())
-    return ex / ex.sum()
+    logits = [b + d for b, d in zip(profile.base_taste, deviation, strict=True)]
+    top = max(logits)
+    ex = [math.exp(x - top) for x in logits]
+    total = sum(ex)
+    return [e / total for e in ex]
 
 
-def draw_department(taste: np.ndarray, rng: random.Random) -> int:
+def draw_department(taste: list[float], rng: random.Random) -> int:
     """A department drawn from taste probabilities."""
-    cum = np.cumsum(taste)
-    return min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(cum) - 1)
+    r = rng.random()
+    for dep, p in enumerate(taste):
+        r -= p
+        if r < 0.0:
+            return dep
+    return len(taste) - 1
 
 
 def next_session_start(profile: Profile, after_ms: int, cart_waiting: bool,

@@ -18,6 +18,7 @@ from model_export.simulator.oracle import predict
 from model_export.simulator.queries import typo
 from model_export.simulator.shop_words import DEPARTMENTS
 from model_export.simulator.shopper import Shopper
+from model_export.simulator.users import Normals
 from streams.cli import main
 from streams.contracts import ACTIONS, Event, decode_event
 
@@ -289,7 +290,7 @@ def _states_inside_visits(cat, cfg, users):
         shopper = Shopper.new(cat, cfg.seed, user, cfg.start_ms, cfg.end_ms)
         for position in range(400):
             if position in (5, 9, 14) and shopper.s.in_session:
-                picks.append(shopper.clone(random.Random(position), np.random.default_rng(0)))
+                picks.append(shopper.clone(random.Random(position), Normals(0)))
             if shopper.step() is None:
                 break
     return picks
@@ -304,7 +305,7 @@ def test_oracle_matches_what_the_sampler_draws():
         actions = np.zeros(len(ACTIONS))
         items = np.zeros(cat.n_items)
         rng = random.Random(7)
-        nrng = np.random.default_rng(7)
+        nrng = Normals(7)
         for _ in range(3000):
             ev = shopper.clone(rng, nrng).step()
             if ev is None:
@@ -326,7 +327,7 @@ def test_oracle_purchase_probability_matches_rollouts_of_the_log():
     picks = _states_inside_visits(cat, cfg, range(40))[:40]
     predicted = observed = 0.0
     rng = random.Random(3)
-    nrng = np.random.default_rng(3)
+    nrng = Normals(3)
     for shopper in picks:
         predicted += predict(shopper, random.Random(5), rollouts=64).purchase_probability
         look = shopper.clone(rng, nrng)
