@@ -3,7 +3,8 @@
     python benchmarks/soak.py --bootstrap 127.0.0.1:19092 --bundle PATH     # 10 min at max/2
     python benchmarks/soak.py --bundle PATH --duration 120 --rate 300       # shorter, fixed rate
 
-First the worker's maximum throughput is measured on a backlog (unless ``--rate`` is given);
+First the worker's maximum throughput is measured while events are offered faster than it
+can take them, the producer running as it does during the soak (unless ``--rate`` is given);
 then events arrive at half of it for ``--duration`` seconds from a rolling population of
 users (each active for a few seconds, then gone for good), while the worker's resident
 memory (VmRSS) and its number of live windows are sampled. Windows expire after a short TTL
@@ -162,6 +163,7 @@ class SoakResult:
     max_rate: float | None
     samples: list[Sample] = field(default_factory=list)
     sent: int = 0
+    base_predictions: float = 0.0  # the worker's count when the soak began
 
     def settled(self) -> list[Sample]:
         """Samples after the warm-up."""
@@ -179,7 +181,11 @@ class SoakResult:
             "duration_s": self.duration,
             "warmup_s": self.warmup,
             "events_sent": self.sent,
-            "predictions": int(self.samples[-1].predictions) if self.samples else 0,
+            "predictions": int(self.samples[-1].predictions - self.base_predictions)
+            if self.samples else 0,
+            # Below 1 the worker fell behind (its backlog is also in RSS).
+            "predicted_share": round((self.samples[-1].predictions - self.base_predictions)
+                                     / self.sent, 3) if self.samples and self.sent else None,
             "rss_after_warmup_min_mib": round(min(rss) / 2**20, 1) if rss else None,
             "rss_after_warmup_max_mib": round(max(rss) / 2**20, 1) if rss else None,
             "rss_spread": round((max(rss) - min(rss)) / min(rss), 4) if rss else None,
@@ -220,26 +226,29 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
-def measure_max_rate(worker: WorkerProcess, settings: Settings, events: int) -> float:
-    """Events/s the worker predicts from a backlog of ``events`` (first to last prediction)."""
+def measure_max_rate(worker: WorkerProcess, settings: Settings, *, offered: float = 8000,
+                     seconds: float = 25.0, settle: float = 5.0) -> float:
+    """Events/s the worker predicts while events are offered faster than it can take them.
+
+    The producer runs during the measurement, as it does during the soak: on a small
+    machine it competes for the same cores. Afterwards the backlog is drained.
+    """
     shop = RollingShop(prefix=f"cal-{uuid.uuid4().hex[:6]}")
-    producer = PacedProducer(settings, shop.next_event, 0, limit=events)
-    before = metric_value(worker.metrics(), "shopcast_predictions_total")
+    producer = PacedProducer(settings, shop.next_event, offered)
+    base = metric_value(worker.metrics(), "shopcast_predictions_total")
     producer.start()
-    first = last = None
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        done = metric_value(worker.metrics(), "shopcast_predictions_total") - before
-        now = time.monotonic()
-        if done > 0 and first is None:
-            first = (now, done)
-        if done >= events:
-            last = (now, done)
-            break
-        time.sleep(0.2)
+    time.sleep(settle)
+    first = (time.monotonic(), metric_value(worker.metrics(), "shopcast_predictions_total"))
+    time.sleep(seconds)
+    last = (time.monotonic(), metric_value(worker.metrics(), "shopcast_predictions_total"))
     producer.stop()
-    if first is None or last is None or last[0] <= first[0]:
-        raise RuntimeError("the worker did not predict the calibration backlog")
+    if last[1] <= first[1]:
+        raise RuntimeError("the worker predicted nothing while events were offered")
+    deadline = time.monotonic() + 900
+    while metric_value(worker.metrics(), "shopcast_predictions_total") - base < producer.sent:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not drain the calibration backlog")
+        time.sleep(1)
     return (last[1] - first[1]) / (last[0] - first[0])
 
 
@@ -251,6 +260,7 @@ def soak(settings: Settings, worker: WorkerProcess, *, rate: float, duration: fl
     result = SoakResult(rate, duration, warmup, settings.window_ttl_seconds,
                         settings.window_sweep_seconds, max_rate)
     shop = RollingShop(prefix=f"soak-{uuid.uuid4().hex[:6]}")
+    result.base_predictions = metric_value(worker.metrics(), "shopcast_predictions_total")
     producer = PacedProducer(settings, shop.next_event, rate)
     producer.start()
     began = time.monotonic()
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--warmup", type=float, default=120.0)
     parser.add_argument("--rate", type=float, help="events/s (default: half the measured max)")
-    parser.add_argument("--calibration-events", type=int, default=20_000)
+    parser.add_argument("--calibration-seconds", type=float, default=25.0)
     parser.add_argument("--ttl", type=int, default=30)
     parser.add_argument("--sweep", type=int, default=10)
     parser.add_argument("--partitions", type=int, default=6)
@@ -310,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         max_rate = None
         rate = args.rate
         if rate is None:
-            print(f"measuring the maximum throughput on {args.calibration_events} events...")
-            max_rate = measure_max_rate(worker, settings, args.calibration_events)
+            print(f"measuring the maximum throughput for {args.calibration_seconds:.0f} s...")
+            max_rate = measure_max_rate(worker, settings, seconds=args.calibration_seconds)
             rate = max_rate / 2
             print(f"max {max_rate:.0f} events/s; soaking at {rate:.0f} events/s")
         result = soak(settings, worker, rate=rate, duration=args.duration,
