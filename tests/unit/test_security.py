@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ast
 import socket
+import ssl
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from streams.metrics import WorkerMetrics
-from streams.settings import load_settings
+from streams.settings import SettingsError, load_settings
 
 STREAMS = Path(__file__).parents[2] / "streams"
 # Modules that turn bytes into code or objects: none may be imported by serving code.
@@ -92,3 +93,25 @@ def test_metrics_are_served_only_on_the_configured_address():
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     # The default is loopback only: /metrics is not published unless asked to be.
     assert load_settings().metrics_host == "127.0.0.1"
+
+
+def test_tls_host_name_checking_can_be_turned_off_but_certificates_are_still_verified():
+    from streams.kafka_config import client_kwargs
+
+    settings = load_settings(bootstrap_servers="k:9093", security_protocol="SSL",
+                             ssl_check_hostname=False)
+    context = client_kwargs(settings)["ssl_context"]
+    assert context.check_hostname is False
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_sasl_needs_credentials_and_errors_never_show_the_password():
+    with pytest.raises(SettingsError, match="SHOPCAST_SASL_USERNAME"):
+        load_settings(security_protocol="SASL_SSL")
+    with pytest.raises(SettingsError) as error:
+        load_settings(security_protocol="SASL_SSL", sasl_username="shop",
+                      sasl_password="hunter2-secret", partitions=0)
+    assert "hunter2-secret" not in str(error.value)
+    settings = load_settings(security_protocol="SASL_SSL", sasl_username="shop",
+                             sasl_password="hunter2-secret")
+    assert "hunter2-secret" not in repr(settings)
