@@ -113,11 +113,13 @@ def _slot_of(actions: torch.Tensor, slots: int) -> torch.Tensor:
 @torch.no_grad()
 def validate(model: NextActionModel, data: Prepared, cases: list[Case],
              batch_size: int = 256) -> dict[str, float]:
-    """Full-ranking NDCG@10 and friends on validation cases, with the PyTorch model."""
+    """Full-ranking NDCG@10 and the other heads' metrics on validation, with PyTorch."""
     model.eval()
     ranks: list[int | None] = []
     y_true: list[int] = []
     y_pred: list[int] = []
+    purchase: list[float] = []
+    seconds: list[float] = []
     for start in range(0, len(cases), batch_size):
         chunk = cases[start: start + batch_size]
         inputs = {k: torch.from_numpy(v) for k, v in case_inputs(chunk, data.spec).items()}
@@ -126,6 +128,8 @@ def validate(model: NextActionModel, data: Prepared, cases: list[Case],
         probs = model.item_probs(hs, inputs["items"])  # (B, V - 3)
         y_pred += model.action_logits(h).argmax(-1).tolist()
         y_true += [c.next_action for c in chunk]
+        purchase += torch.sigmoid(model.purchase_logit(h)).tolist()
+        seconds += torch.expm1(model.log_seconds(h)).clamp(min=0).tolist()
         for row, case in enumerate(chunk):
             if case.next_item_id is None:
                 continue
@@ -136,7 +140,10 @@ def validate(model: NextActionModel, data: Prepared, cases: list[Case],
             rank = int((probs[row] > probs[row, target]).sum())
             ranks.append(rank)
     return {"ndcg@10": metrics.ndcg(ranks), "hr@10": metrics.hit_rate(ranks),
-            "action_accuracy": metrics.accuracy(y_true, y_pred), "n": len(cases)}
+            "action_accuracy": metrics.accuracy(y_true, y_pred),
+            "purchase_auc": metrics.roc_auc([c.purchase for c in cases], purchase),
+            "time_mae_s": metrics.median_absolute_error([c.seconds for c in cases], seconds),
+            "n": len(cases)}
 
 
 def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
