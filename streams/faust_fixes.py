@@ -1,4 +1,4 @@
-"""Three fixes to faust-streaming (0.15) without which a rebalance or a crash loses events.
+"""Fixes to faust-streaming (0.15) without which a rebalance or a crash loses or repeats events.
 
 Both were found by the reliability tests (``tests/integration/test_scale_out.py`` and
 ``test_crash.py``) on Apache Kafka, and :func:`apply` installs them once per process before
@@ -16,10 +16,17 @@ the worker's app starts.
    good (faust-streaming issues #318, #681 and #312 describe the symptoms). The scale-out test
    saw it as 8, and in another run 89, consecutive events of one partition without a
    prediction, the partition's committed offset stuck at the first of them.
-   The fix: count seeks; a batch during whose delivery a seek happened is not delivered any
-   further, and the partitions are sought to their committed offsets once more, so whatever
-   the stale batch touched is fetched again. At worst an event is processed twice, which the
-   pipeline's redelivery handling makes harmless (same window, same prediction).
+   The fix: count seeks; a batch during whose fetch or delivery a seek happened is not
+   delivered any further, and the partitions are sought to their committed offsets once
+   more, so whatever the stale batch touched is fetched again. At worst an event is
+   processed twice, which the pipeline's redelivery handling makes harmless (same window,
+   same prediction).
+   A seek "to the committed offsets" did not rewind a partition that has none yet (aiokafka
+   seeks only to committed offsets above 0), so a batch dropped there would have been lost,
+   and so would the records Faust itself drops when the generation changes mid-batch. With
+   the fix such partitions go back to their beginning, which is where a consumer without a
+   committed offset starts (auto_offset_reset=earliest) -- stream partitions only, never a
+   table's changelog, whose position the table recovery manages.
 
 2. **Records skipped because of a rebalance are acknowledged.** A stream that takes a record
    from its queue while a rebalance is under way (flow control suspended, or the record from
@@ -31,7 +38,16 @@ the worker's app starts.
    rebalance's seek. (Faust also acknowledges untracked records that fail to deserialize;
    shopcast's topics use raw serializers, so that cannot happen here.)
 
-3. **Offsets are committed before the messages are sent.** Faust flushes its producer before
+3. **A rebalance forgets the acknowledgements it should commit.** On revocation Faust's
+   consumer drops its record of acknowledged offsets for the revoked partitions -- and the
+   app's handler commits only afterwards, so nothing processed since the last periodic
+   commit (every 2.8 s) is committed, and the next owner processes it again. With the
+   eager rebalancing aiokafka does, every partition is revoked on every rebalance: the
+   scale-out test saw 1,200 of 2,400 events predicted twice without any crash (the first
+   worker's whole start-up backlog; faust-streaming #502 reports the symptom). The fix:
+   commit what is acknowledged first, then let Faust revoke (at-least-once mode only).
+
+4. **Offsets are committed before the messages are sent.** Faust flushes its producer before
    committing, but ``ProducerBuffer.flush`` (the queue behind ``send_soon`` and table
    writes) gives up after 0.1 s without progress -- as when aiokafka's batch for a partition
    is full and waits for the broker -- and the commit goes ahead with messages still queued;
@@ -55,6 +71,7 @@ log = logging.getLogger("shopcast.faust_fixes")
 _APPLIED = "_shopcast_fixes_applied"
 _SEEKS = "_shopcast_seeks"
 _INFLIGHT = "_shopcast_inflight"
+_FETCH_SEEKS = "_shopcast_fetch_seeks"
 
 
 class Counts:
@@ -73,6 +90,8 @@ def apply() -> None:
     if getattr(Consumer, _APPLIED, False):
         return
     ORIGINALS.update(perform_seek=Consumer.perform_seek, getmany=Consumer.getmany,
+                     wait_next_records=Consumer._wait_next_records,
+                     on_partitions_revoked=Consumer.on_partitions_revoked,
                      ack=Consumer.ack, track_message=Consumer.track_message,
                      send_pending=ProducerBuffer._send_pending, flush=ProducerBuffer.flush)
 
@@ -80,6 +99,15 @@ def apply() -> None:
         # Counted before the seek starts: a batch checked while it runs is already stale.
         setattr(self, _SEEKS, seek_count(self) + 1)
         await ORIGINALS["perform_seek"](self)
+        await rewind_uncommitted(self)
+
+    async def wait_next_records(self: Consumer, timeout: float) -> Any:
+        # The seek count when the fetch really starts (after waiting for the flow to resume,
+        # during which the rebalance's own seek happens): a seek after this makes it stale.
+        if not self.flow_active:
+            await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+        setattr(self, _FETCH_SEEKS, seek_count(self))
+        return await ORIGINALS["wait_next_records"](self, timeout)
 
     def getmany(self: Consumer, timeout: float) -> AsyncIterator[Any]:
         return guarded(self, ORIGINALS["getmany"](self, timeout))
@@ -88,6 +116,8 @@ def apply() -> None:
     getmany.__doc__ = ORIGINALS["getmany"].__doc__
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Consumer.getmany = getmany  # type: ignore[method-assign,assignment]
+    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    Consumer.on_partitions_revoked = _on_partitions_revoked  # type: ignore[method-assign]
     Consumer.ack = _ack  # type: ignore[method-assign]
     Consumer.track_message = _track_message  # type: ignore[method-assign]
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
@@ -98,15 +128,17 @@ def apply() -> None:
 async def guarded(consumer: Any, fetched: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """Pass on ``fetched`` records until ``consumer`` seeks; then stop and seek once more.
 
-    ``fetched`` must not have started yet (an async generator runs on its first iteration),
-    so a seek while it fetches counts as one during the batch.
+    The seek count to compare with is the one when the fetch started (set by the patched
+    ``_wait_next_records`` on the consumer during the first iteration).
     """
     seeks = seek_count(consumer)
     async with aclosing(cast(AsyncGenerator[Any, None], fetched)) as records:
         async for item in records:
+            seeks = getattr(consumer, _FETCH_SEEKS, seeks)
             if seek_count(consumer) != seeks:
                 break
             yield item
+    seeks = getattr(consumer, _FETCH_SEEKS, seeks)
     # Checked after the last record too: the fetch loop records a read offset for it only
     # after it was handed over, which may be after a seek.
     if seek_count(consumer) != seeks:
@@ -119,6 +151,25 @@ def seek_count(consumer: Consumer) -> int:
     return int(getattr(consumer, _SEEKS, 0))
 
 
+async def rewind_uncommitted(consumer: Consumer) -> None:
+    """Seek stream partitions without a committed offset to their beginning.
+
+    After ``perform_seek`` every stream partition is then where a restarted worker would
+    begin: its committed offset, or its first record when nothing was committed yet.
+    """
+    committed = consumer._committed_offset
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    tps = [tp for tp in consumer.assignment()
+           if acks_enabled_for(tp.topic) and not committed.get(tp)]
+    if not tps:
+        return
+    earliest = await consumer.earliest_offsets(*tps)
+    for tp in tps:
+        await consumer.seek(tp, earliest.get(tp) or 0)
+    log.info("no committed offset yet: read %s from the beginning",
+             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)))
+
+
 async def reseek(consumer: Consumer) -> None:
     """Seek to the committed offsets again after a stale batch, so nothing it touched is lost."""
     log.warning("a rebalance overtook a fetched batch: dropped the rest of it, seeking to the "
@@ -128,6 +179,17 @@ async def reseek(consumer: Consumer) -> None:
     except Exception as exc:  # a rebalance in progress seeks again when it completes
         log.warning("seeking after a stale batch failed (%r); the rebalance in progress "
                     "seeks when it completes", exc)
+
+
+async def _on_partitions_revoked(self: Consumer, revoked: Any) -> None:
+    """Commit what is acknowledged, then let Faust revoke (which forgets it) (fix 3)."""
+    if revoked and not self.in_transaction:
+        try:
+            await self.commit()
+        except Exception as exc:  # the events are processed again: duplicates, not losses
+            log.warning("commit before revoking partitions failed (%r); their events since "
+                        "the last commit will be processed again", exc)
+    await ORIGINALS["on_partitions_revoked"](self, revoked)
 
 
 def _ack(self: Consumer, message: Any) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from faust.streams import Stream
 from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from streams import faust_fixes
 
@@ -28,8 +29,15 @@ class FakeConsumer:
         setattr(self, faust_fixes._SEEKS, faust_fixes.seek_count(self) + 1)
 
 
-async def batch(consumer, records, *, seek_after=None, fetch_seeks=False):
-    """A fetched batch; optionally a rebalance seeks while it is fetched or delivered."""
+async def batch(consumer, records, *, seek_after=None, fetch_seeks=False, flow_seeks=False):
+    """A fetched batch; optionally a rebalance seeks while it is fetched or delivered.
+
+    Like Faust's getmany, it fetches on its first iteration, where the patched
+    _wait_next_records notes the seek count once the flow has resumed.
+    """
+    if flow_seeks:  # the rebalance's seek while the fetch waits for the flow to resume
+        await consumer.perform_seek()
+    setattr(consumer, faust_fixes._FETCH_SEEKS, faust_fixes.seek_count(consumer))
     if fetch_seeks:
         await consumer.perform_seek()
     for i, record in enumerate(records):
@@ -65,6 +73,14 @@ def test_a_seek_while_fetching_drops_the_whole_batch():
     assert got == [] and consumer.seeks == 2
 
 
+def test_a_seek_before_the_fetch_started_does_not_make_the_batch_stale():
+    # The rebalance's own seek happens while the fetch waits for the flow to resume: the
+    # batch fetched afterwards reads from the new positions and is delivered.
+    consumer = FakeConsumer()
+    got = asyncio.run(drain(consumer, batch(consumer, [1, 2], flow_seeks=True)))
+    assert got == [1, 2] and consumer.seeks == 1
+
+
 def test_a_seek_after_the_last_record_still_seeks_again():
     # The fetch loop sets the read offset of the last record after handing it over; if a
     # seek came in between, that offset is stale and must be reset by another seek.
@@ -79,6 +95,60 @@ def test_faust_methods_are_patched_once():
     assert Consumer.getmany.__qualname__.startswith("apply.")
     assert ProducerBuffer.flush is faust_fixes._flush
     assert faust_fixes.ORIGINALS["getmany"] is not Consumer.getmany
+
+
+# --- partitions without a committed offset ---------------------------------------------------
+
+class SeekingConsumer:
+    """What rewind_uncommitted uses of Faust's consumer."""
+
+    def __init__(self, assigned, committed):
+        self._assigned, self._committed_offset = assigned, committed
+        self.app = SimpleNamespace(topics=SimpleNamespace(
+            acks_enabled_for=lambda topic: topic != "app-windows-changelog"))
+        self.sought: dict = {}
+
+    def assignment(self):
+        return set(self._assigned)
+
+    async def earliest_offsets(self, *tps):
+        return {tp: 5 for tp in tps}  # retention removed the first five records
+
+    async def seek(self, tp, offset):
+        self.sought[tp] = offset
+
+
+def test_a_seek_to_committed_offsets_rewinds_partitions_without_one_to_their_start():
+    # aiokafka's seek_to_committed leaves them where they are; a batch dropped there would
+    # be lost. Changelog partitions are left to the table recovery.
+    events0, events1, events2 = (TP("events", p) for p in range(3))
+    changelog = TP("app-windows-changelog", 0)
+    consumer = SeekingConsumer([events0, events1, events2, changelog],
+                               {events0: 120, events1: 0})
+    asyncio.run(faust_fixes.rewind_uncommitted(consumer))
+    assert consumer.sought == {events1: 5, events2: 5}
+
+
+# --- committing before a revocation -----------------------------------------------------------
+
+def test_acknowledged_offsets_are_committed_before_faust_forgets_them(monkeypatch):
+    calls = []
+
+    async def faust_revoke(consumer, revoked):  # drops the acks, then runs the app's handler
+        calls.append(("revoke", sorted(revoked)))
+
+    async def commit():
+        calls.append(("commit",))
+
+    monkeypatch.setitem(faust_fixes.ORIGINALS, "on_partitions_revoked", faust_revoke)
+    consumer = SimpleNamespace(in_transaction=False, commit=commit)
+    asyncio.run(faust_fixes._on_partitions_revoked(consumer, {TP("events", 1)}))
+    assert calls == [("commit",), ("revoke", [TP("events", 1)])]
+    # Exactly-once commits inside transactions: left to Faust.
+    calls.clear()
+    consumer.in_transaction = True
+    asyncio.run(faust_fixes._on_partitions_revoked(consumer, {TP("events", 1)}))
+    assert calls == [("revoke", [TP("events", 1)])]
 
 
 # --- acknowledgements ------------------------------------------------------------------------
@@ -106,6 +176,8 @@ def test_tracking_a_message_marks_it_so_its_ack_counts(monkeypatch):
 REVIEWED = {
     "Consumer.getmany": "4b168d84882a",
     "Consumer.perform_seek": "0e8c130ff4b0",
+    "Consumer._wait_next_records": "6218e1969a63",
+    "Consumer.on_partitions_revoked": "d04b7ae72c6f",
     "Consumer._drain_messages": "44a2500309e8",
     "Consumer.ack": "5fcf41cf4515",
     "Consumer.track_message": "217d7f1399a4",
@@ -115,6 +187,8 @@ REVIEWED = {
     "ProducerBuffer._handle_pending": "78d648030fd2",
 }
 ORIGINAL_NAMES = {"Consumer.getmany": "getmany", "Consumer.perform_seek": "perform_seek",
+                  "Consumer._wait_next_records": "wait_next_records",
+                  "Consumer.on_partitions_revoked": "on_partitions_revoked",
                   "Consumer.ack": "ack", "Consumer.track_message": "track_message",
                   "ProducerBuffer.flush": "flush", "ProducerBuffer._send_pending": "send_pending"}
 
