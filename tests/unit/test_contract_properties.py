@@ -63,7 +63,8 @@ def valid_events(draw) -> dict:
     if kind == "browse" and "item_id" not in event or draw(st.booleans()):
         event["category"] = draw(ids)
     if kind == "search":
-        event["query"] = draw(st.text(min_size=1, max_size=512))
+        # Some search text must remain after scrubbing: a blank query is a dead letter.
+        event["query"] = draw(st.text(min_size=1, max_size=512).filter(scrub_query))
     if draw(st.booleans()):
         event["price"] = draw(st.floats(0, 1e12, allow_nan=False))
     if draw(st.booleans()):
