@@ -1,9 +1,9 @@
 """Shared fixtures: a tiny trained bundle built with the repo's own training and export.
 
-``tiny_bundle`` trains a small model on a small simulated log (the repo's
-simulator when it is importable, else :mod:`tests.toy_shop`), exports it with
-the same code as ``shopcast export`` and returns the bundle directory. It is
-built once per test session, in a temporary directory.
+``tiny_bundle`` trains a small model on a small log from the repo's shop
+simulator (200 users, 150 items, 10 days), exports it with the same code as
+``shopcast export`` and returns the bundle directory. It is built once per
+test session, in a temporary directory, in about half a minute.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.toy_shop import write_toy_log
+TINY_SHOP = {"users": 200, "items": 150, "days": 10, "seed": 3}
 
 
 @pytest.fixture(scope="session")
 def tiny_log(tmp_path_factory) -> Path:
-    """A small JSON Lines event log (about 120 users, 48 items)."""
-    return write_toy_log(tmp_path_factory.mktemp("tiny-log") / "events.jsonl")
+    """A small simulated JSON Lines event log (about 5,000 events) of :data:`TINY_SHOP`."""
+    from model_export.simulator import simulate
+
+    path = tmp_path_factory.mktemp("tiny-log") / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in simulate(**TINY_SHOP).lines))
+    return path
 
 
 @pytest.fixture(scope="session")
