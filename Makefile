@@ -28,7 +28,7 @@ demo: $(VENV)/.base
 test: $(VENV)/.dev
 	bash .ci/tools.sh
 	$(KAFKA) start
-	SHOPCAST_TEST_BOOTSTRAP=$$($(KAFKA) bootstrap) $(PY) -m pytest tests; \
+	SHOPCAST_TEST_BOOTSTRAP=$$($(KAFKA) bootstrap) $(PY) -m pytest tests --durations=25; \
 	  status=$$?; $(KAFKA) stop; exit $$status
 
 unit: $(VENV)/.dev

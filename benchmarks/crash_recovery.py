@@ -43,7 +43,8 @@ def one_run(bootstrap: str, bundle: Path, events: list[dict], standby: int,
         bootstrap_servers=bootstrap, app_id=run_id, events_topic=f"{run_id}.events",
         predictions_topic=f"{run_id}.predictions", dlq_topic=f"{run_id}.dlq",
         erasure_topic=f"{run_id}.erasure", audit_topic=f"{run_id}.audit", partitions=6,
-        bundle_path=bundle, standby_replicas=standby, data_dir=workdir / run_id)
+        bundle_path=bundle, standby_replicas=standby, data_dir=workdir / run_id,
+        redelivery_margin=32)  # a fast replay: see tests/integration/test_crash.py
     asyncio.run(ensure_topics(settings))
     try:
         reference = reference_run(settings, events)

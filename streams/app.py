@@ -95,6 +95,7 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
     pipeline = Pipeline(encoder, window_length=settings.window_length,
                         ttl_ms=settings.window_ttl_ms,
                         max_future_ms=settings.max_future_seconds * 1000,
+                        redelivery_margin=settings.redelivery_margin,
                         pseudonym_secret=secret, rekey_topic=rekey_topic(settings))
     app = faust.App(
         settings.app_id,

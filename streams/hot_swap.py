@@ -265,9 +265,10 @@ def serve(worker: Any, model: Model) -> None:
     old: Pipeline = worker.pipeline
     pipeline = Pipeline(model.encoder, window_length=worker.settings.window_length,
                         ttl_ms=old.ttl_ms, max_future_ms=old.max_future_ms,
-                        pseudonym_secret=old.secret, rekey_topic=old.rekey_topic)
+                        pseudonym_secret=old.secret, rekey_topic=old.rekey_topic,
+                        redelivery_margin=old.redelivery_margin)
     pipeline.foreign = partial(worker.models.remapper.adopt, target=model.encoder,
-                               max_len=pipeline.window_length)
+                               max_len=pipeline.capacity)
     worker.scorer = model.scorer
     worker.pipeline = pipeline
     # Online accuracy remembers predicted item indices of the old vocabulary: start over.
@@ -294,5 +295,5 @@ def watch(worker: Any, bundle: Bundle) -> BundleWatcher:
                     bundle_identity(worker.settings.bundle_path))
     watcher = BundleWatcher(worker.settings, serving, worker.metrics)
     worker.pipeline.foreign = partial(watcher.remapper.adopt, target=serving.encoder,
-                                      max_len=worker.pipeline.window_length)
+                                      max_len=worker.pipeline.capacity)
     return watcher

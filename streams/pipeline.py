@@ -54,12 +54,13 @@ class Rekey:
 Outcome = Ready | DeadLetter | Rekey
 
 
+
 class Pipeline:
     """Admits records into users' windows; one instance per worker."""
 
     def __init__(self, encoder: Encoder, *, window_length: int | None, ttl_ms: int,
                  max_future_ms: int, pseudonym_secret: bytes | None = None,
-                 rekey_topic: str | None = None) -> None:
+                 rekey_topic: str | None = None, redelivery_margin: int = 0) -> None:
         if window_length is None:
             window_length = encoder.spec.max_len
         if window_length > encoder.spec.max_len:
@@ -67,6 +68,16 @@ class Pipeline:
                               f"max_len {encoder.spec.max_len}; lower it or unset it")
         self.encoder = encoder
         self.window_length = window_length
+        # Records kept per user: the scored window plus a margin of older ones, so that a
+        # redelivered event is still found, and scored on exactly the window it first had,
+        # after its user made up to ``redelivery_margin`` newer events. After a crash a
+        # worker re-reads the seconds of events since its last commit; only a fast replay
+        # (or a bot) puts dozens of one user's events in that span. Without a margin such a
+        # redelivery is scored on a window that lost its oldest events, or, past
+        # window_length newer events, added again. Each record costs 20 bytes per user.
+        # A window stores at most 255 records: one byte counts them.
+        self.redelivery_margin = redelivery_margin
+        self.capacity = min(255, window_length + redelivery_margin)
         self.ttl_ms = ttl_ms
         self.max_future_ms = max_future_ms
         self.secret = pseudonym_secret
@@ -100,14 +111,21 @@ class Pipeline:
         window = self._load(windows, key)
         position = window.position_of(event_hash(event.event_id))
         if position is not None:
-            records = window.prefix(position)
-            return Ready(event, records, duplicate=True, window_length=len(window), source=record,
+            records = self._scored(window.prefix(position))
+            return Ready(event, records, duplicate=True,
+                         window_length=len(records) // self.encoder.itemsize, source=record,
                          item_index=self.encoder.items.index(event.item_id))
         window = window.append(event, self.encoder, now_ms=now_ms, ttl_ms=self.ttl_ms,
-                               max_len=self.window_length, partition=record.partition)
+                               max_len=self.capacity, partition=record.partition)
         windows[key] = window.to_bytes()
-        return Ready(event, window.body, duplicate=False, window_length=len(window),
-                     source=record, item_index=self.encoder.items.index(event.item_id))
+        records = self._scored(window.body)
+        return Ready(event, records, duplicate=False,
+                     window_length=len(records) // self.encoder.itemsize, source=record,
+                     item_index=self.encoder.items.index(event.item_id))
+
+    def _scored(self, body: bytes) -> bytes:
+        """The newest ``window_length`` records of a window's (or a prefix's) records."""
+        return body[-self.window_length * self.encoder.itemsize:]
 
     def _load(self, windows: MutableMapping[bytes, bytes], key: bytes) -> UserWindow:
         stored = windows.get(key)

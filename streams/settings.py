@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # None means the bundle's own max_len (50 for the default bundle).
     window_length: int | None = Field(None, ge=1, le=255)
     window_ttl_seconds: int = Field(30 * 24 * 3600, ge=5)
+    # Older records kept beyond the scored window so that a redelivery after a crash is
+    # scored on its original window even when its user made this many newer events since
+    # (see streams/pipeline.py). 20 bytes per record per user; 0 keeps a 50-event window
+    # within 1 KB.
+    redelivery_margin: int = Field(0, ge=0, le=200)
     # How often idle windows are looked for and deleted (tombstoned); at most this much
     # later than the TTL. Short values are for tests and the soak benchmark.
     window_sweep_seconds: int = Field(60, ge=1, le=3600)

@@ -60,10 +60,8 @@ def mismatched_copy(root: Path, source: str, name: str) -> Path:
     shutil.copytree(root / source, other)
     tokens = orjson.loads((other / ITEMS_FILE).read_bytes())
     (other / ITEMS_FILE).write_bytes(orjson.dumps(tokens[:-2]))
+    # The manifest still says how many items the model was trained for, as an export does.
     rewrite_manifest(other, model_version=f"model-{name}")
-    manifest = orjson.loads((other / MANIFEST).read_bytes())
-    manifest.get("model", {}).pop("n_items", None)  # as if exported without it
-    (other / MANIFEST).write_bytes(orjson.dumps(manifest))
     return other
 
 

@@ -84,7 +84,8 @@ def reference_run(settings: Settings, events: Sequence[dict], *, batch: int = 25
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     pipeline = Pipeline(encoder, window_length=settings.window_length,
                         ttl_ms=settings.window_ttl_ms,
-                        max_future_ms=settings.max_future_seconds * 1000)
+                        max_future_ms=settings.max_future_seconds * 1000,
+                        redelivery_margin=settings.redelivery_margin)
     scorer = Scorer(bundle, top_k=settings.top_k)
     table: dict[bytes, bytes] = {}
     predictions: dict[str, dict] = {}
