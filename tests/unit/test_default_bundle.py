@@ -12,9 +12,11 @@ from streams.window import encode_history
 
 def test_default_bundle_loads_and_matches_the_current_encoding():
     bundle = load_bundle(DEFAULT_BUNDLE)
-    # Same encoding parameters as this code's defaults, and the worker's default window.
+    # Same encoding parameters as this code's defaults; the worker scores the bundle's
+    # window length unless told otherwise.
     assert bundle.spec == EncodingSpec()
-    assert bundle.spec.max_len == Settings.model_fields["window_length"].default
+    assert bundle.spec.max_len == 50
+    assert Settings.model_fields["window_length"].default is None
     assert bundle.manifest["window_ttl_seconds"] == Settings.model_fields[
         "window_ttl_seconds"].default
     assert bundle.top_k >= Settings.model_fields["top_k"].default
