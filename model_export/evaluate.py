@@ -122,8 +122,14 @@ def check_targets(model: dict[str, Any], baselines: dict[str, dict[str, Any]]
 
 
 def evaluate(bundle: Bundle, log: EventLog, *, oracle: Path | str | None = None,
-             threads: int = 1, data: Prepared | None = None) -> dict[str, Any]:
-    """The full evaluation report of a bundle on a log's test split (each user's last event)."""
+             threads: int = 1, data: Prepared | None = None,
+             by_segment: bool = False) -> dict[str, Any]:
+    """The full evaluation report of a bundle on a log's test split (each user's last event).
+
+    With ``by_segment`` the report also has a ``segments`` section
+    (:func:`model_export.fairness.segment_report`): metrics per user segment,
+    popularity bias and catalogue coverage.
+    """
     if data is None:
         data = prepare(log, bundle.spec,
                        ttl_seconds=int(bundle.manifest.get("window_ttl_seconds", 2592000)),
@@ -146,7 +152,7 @@ def evaluate(bundle: Bundle, log: EventLog, *, oracle: Path | str | None = None,
     baselines = {name: results[name] for name in fitted}
     unknown = sum(1 for c in cases if c.next_item_id is not None
                   and bundle.items.index(c.next_item_id) == 2)
-    report = {
+    report: dict[str, Any] = {
         "model": results["model"],
         "baselines": baselines,
         "n_test": len(cases),
@@ -157,6 +163,10 @@ def evaluate(bundle: Bundle, log: EventLog, *, oracle: Path | str | None = None,
     }
     report["shortfalls"] = [f"NOT MET: {c['target']}: {c['detail']}"
                             for c in report["targets"] if not c["met"]]
+    if by_segment:
+        from model_export.fairness import segment_report  # it builds on score() above
+
+        report["segments"] = segment_report(data, cases, forecasts)
     return report
 
 
