@@ -21,7 +21,7 @@ def tiny_log(tmp_path_factory) -> Path:
     from model_export.simulator import simulate
 
     path = tmp_path_factory.mktemp("tiny-log") / "events.jsonl"
-    path.write_bytes(b"".join(line + b"\n" for line in simulate(**TINY_SHOP).lines))
+    path.write_bytes(b"".join(simulate(**TINY_SHOP).lines))  # each line ends with a newline
     return path
 
 
