@@ -129,22 +129,22 @@ class Demo:
 
     async def run(self) -> dict[str, Any]:
         """Run until the duration ends or Ctrl-C; return the summary."""
+        tasks: list[asyncio.Task] = []
         try:
             self._start_broker()
             await ensure_topics(self.settings)
             self._start_worker()
-            watcher = asyncio.create_task(self._watch())
+            tasks.append(asyncio.create_task(self._watch()))
             await self._warm_up()
-            view = asyncio.create_task(self._view())
+            tasks.append(asyncio.create_task(self._view()))
             await self._send_traffic()
             await self._drain()
-            for task in (view, watcher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _cancel(tasks)
             self._render(final=True)
             return self.tally.summary()
         finally:
+            # Also when the worker died: the watcher's consumer must close on a live loop.
+            await _cancel(tasks)
             self._stop_worker()
             if self.broker is not None:
                 self.broker.stop()
@@ -296,6 +296,16 @@ class Demo:
             self._drawn = len(lines)
         else:
             self._say("\n".join(lines))
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    """Cancel ``tasks`` and wait for each to finish its cleanup."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    tasks.clear()
 
 
 def run_demo(settings: Settings, *, duration: float | None, rate: float, out: IO[str],
