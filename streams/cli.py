@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capture": ("streams.commands.capture", "write a topic to a JSON Lines file"),
     "forget": ("streams.commands.forget", "erase a user's window (a right-to-erasure request)"),
     "bench": ("streams.commands.bench", "measure pipeline throughput/latency or inference cost"),
+    "analyze": ("streams.commands.analyze", "a behaviour report of an event log (HTML + JSON)"),
     # model
     "generate": ("model_export.commands.generate", "simulate a shop and write its event log"),
     "import": ("model_export.commands.importer", "turn a CSV/TSV/Parquet table into an event log"),

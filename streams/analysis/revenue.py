@@ -1,0 +1,59 @@
+"""Revenue, where purchase events carry a price: price × quantity (1 when absent)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.analysis.visits import Visit
+
+TOP_CATEGORIES = 20
+
+
+class RevenueFigures:
+    """Revenue overall, per order (a visit with a priced purchase), per category and per day."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.orders = 0
+        self.purchases = 0
+        self.unpriced = 0
+        self.by_category: Counter[str] = Counter()
+        self.by_day: Counter[str] = Counter()
+
+    def add_visit(self, visit: Visit) -> None:
+        """Add the purchases of one finished visit."""
+        order = 0.0
+        priced = False
+        for event in visit.events:
+            if event.type != "purchase":
+                continue
+            self.purchases += 1
+            if event.price is None:
+                self.unpriced += 1
+                continue
+            amount = event.price * (event.quantity or 1)
+            priced = True
+            order += amount
+            self.by_category[event.category or "(none)"] += amount
+            day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date().isoformat()
+            self.by_day[day] += amount
+        if priced:
+            self.orders += 1
+            self.total += order
+
+    def result(self) -> dict[str, Any] | None:
+        """Revenue figures, or None when no purchase has a price."""
+        if not self.orders:
+            return None
+        return {
+            "total": round(self.total, 2),
+            "orders": self.orders,
+            "average_order_value": round(self.total / self.orders, 2),
+            "purchases": self.purchases,
+            "purchases_without_price": self.unpriced,
+            "by_category": {c: round(v, 2)
+                            for c, v in self.by_category.most_common(TOP_CATEGORIES)},
+            "by_day": {d: round(self.by_day[d], 2) for d in sorted(self.by_day)},
+        }
