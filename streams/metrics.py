@@ -24,7 +24,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from streams.contracts import ACTIONS, REASONS
+from streams.contracts import ACTION_INDEX, ACTIONS, REASONS
 
 # Latency buckets from 1 ms to a minute: p50/p99 of a healthy worker sit in the
 # low milliseconds, a lagging one in seconds.
@@ -37,6 +37,16 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 WINDOW_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 49, 50, 100, 255)
 # ``*_created`` series double the output and no dashboard or alert uses them.
 disable_created_metrics()
+
+# Funnel steps of the live counters: a search is looking around too, so it counts as browse
+# (as in the offline report, shopcast analyze, where every visit browses).
+FUNNEL_STEP = {"browse": "browse", "search": "browse", "click": "click",
+               "add_to_cart": "add_to_cart", "purchase": "purchase"}
+# Byte offset of the action inside a window record: after item (u4) and category (u2); see
+# streams.encoding.record_dtype. The stored action is ACTION_INDEX + 1 (0 is padding).
+ACTION_OFFSET = 6
+SEARCH_CODE = ACTION_INDEX["search"] + 1
+CLICK = "click"
 
 PROBABILITY_BUCKETS = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0")
 
@@ -115,6 +125,17 @@ class WorkerMetrics:
             "shopcast_online_purchase_expected",
             "Sum of the predicted purchase probabilities of resolved predictions, by "
             "probability bucket: the purchases the model expected.", ["bucket"], registry=r)
+        # The funnel and search figures of shopcast analyze, live (see observe_funnel).
+        self.funnel = Counter("shopcast_funnel_events",
+                              "New events by funnel step: browse (browse and search events), "
+                              "click, add_to_cart, purchase. Redeliveries are not counted.",
+                              ["step"], registry=r)
+        self.searches_followed = Counter("shopcast_searches_followed",
+                                         "Searches whose user's next event has arrived.",
+                                         registry=r)
+        self.zero_click_searches = Counter("shopcast_zero_click_searches",
+                                           "Of those, the next event was not a click: the "
+                                           "search found nothing the user wanted.", registry=r)
         self._prefill()
 
     def _prefill(self) -> None:
@@ -130,6 +151,8 @@ class WorkerMetrics:
                 self.purchase_outcomes.labels(bucket, outcome)
         for result in ("loaded", "refused"):
             self.model_swaps.labels(result)
+        for step in dict.fromkeys(FUNNEL_STEP.values()):
+            self.funnel.labels(step)
 
     def observe_admitted(self, ready: Sequence[Any]) -> None:
         """Count a scored batch of admitted events (``streams.pipeline.Ready``).
@@ -152,6 +175,35 @@ class WorkerMetrics:
             self.duplicates.inc(duplicates)
         if new_windows:
             self.users.inc(new_windows)
+        self.observe_funnel(ready)
+
+    def observe_funnel(self, ready: Sequence[Any]) -> None:
+        """Count a batch's funnel steps and the searches its events follow.
+
+        A search is zero-click when the same user's next event is not a click. The
+        previous event's action is read from the window the event was scored on (the
+        record before the newest), so this needs no state of its own; a search that
+        ends a user's activity is counted when, and if, the user comes back.
+        Redeliveries are skipped: their first delivery was counted.
+        """
+        steps: Tally[str] = Tally()
+        followed = zero_click = 0
+        for r in ready:
+            if r.duplicate:
+                continue
+            steps[FUNNEL_STEP[r.event.type]] += 1
+            if r.window_length < 2:
+                continue
+            size = len(r.records) // r.window_length
+            if r.records[-2 * size + ACTION_OFFSET] == SEARCH_CODE:
+                followed += 1
+                zero_click += r.event.type != CLICK
+        for step, n in steps.items():
+            self.funnel.labels(step).inc(n)
+        if followed:
+            self.searches_followed.inc(followed)
+        if zero_click:
+            self.zero_click_searches.inc(zero_click)
 
     def set_model(self, version: str, created_at: str, horizon_seconds: int) -> None:
         """Publish the served bundle's identity."""
