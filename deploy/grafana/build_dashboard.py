@@ -105,6 +105,28 @@ def stat(title: str, description: str, expr: str, unit: str, *, decimals: int | 
                         "justifyMode": "auto", "orientation": "auto"}}
 
 
+def funnel_bars(title: str, description: str, expr: str) -> dict[str, Any]:
+    """A horizontal bar gauge, one bar per funnel step, in funnel order."""
+    return {"type": "bargauge", "title": title, "description": description,
+            "datasource": DATASOURCE,
+            "targets": [q(expr, "{{step}}", instant=True, format="time_series")],
+            "fieldConfig": {"defaults": {"unit": "none", "min": 0, "decimals": 0},
+                            "overrides": []},
+            "options": {"orientation": "horizontal", "displayMode": "gradient",
+                        "showUnfilled": True, "valueMode": "color",
+                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                          "values": False}}}
+
+
+FUNNEL_STEPS = ("browse", "click", "add_to_cart", "purchase")
+
+
+def funnel_step(step: str, window: str = "$window") -> str:
+    """Events of one funnel step over ``window``, summed over workers."""
+    return (f'sum(increase(shopcast_funnel_events_total{{{SEL}, step="{step}"}}'
+            f"[{window}]))")
+
+
 def build() -> dict[str, Any]:
     """The whole dashboard as a dict."""
     lay = Layout()
@@ -248,6 +270,28 @@ def build() -> dict[str, Any]:
                        "last hour.",
                        [q(f"sum by (result) (increase(shopcast_model_swaps_total{{{SEL}}}[1h]))",
                           "{{result}}")], "none"), 12, 6)
+
+    lay.row("Shoppers")
+    # The live side of `shopcast analyze`: the same funnel steps and zero-click searches.
+    steps = "|".join(FUNNEL_STEPS)
+    lay.add(funnel_bars("Funnel", "Events per funnel step over the accuracy window, all "
+                        "workers: browse (browse and search events), click, add_to_cart, "
+                        "purchase. Event counts, not visits: shopcast analyze has the visit "
+                        "funnel.",
+                        f'sum by (step) (increase(shopcast_funnel_events_total{{{SEL}, '
+                        f'step=~"{steps}"}}[$window]))'), 8)
+    lay.add(timeseries("Funnel step ratios", "Events of each step per event of the step before, "
+                       "over the accuracy window: click / browse, add_to_cart / click, "
+                       "purchase / add_to_cart.",
+                       [q(f"{funnel_step(b)} / {funnel_step(a)}", f"{b} / {a}")
+                        for a, b in zip(FUNNEL_STEPS, FUNNEL_STEPS[1:], strict=False)],
+                       "percentunit"), 8)
+    lay.add(timeseries("Zero-click searches", "Share of searches whose user's next event was "
+                       "not a click (the search found nothing wanted), over the accuracy "
+                       "window. A search that ends a user's activity counts once they return.",
+                       [q(ratio("shopcast_zero_click_searches_total",
+                                "shopcast_searches_followed_total"), "zero-click share")],
+                       "percentunit", max_=1), 8)
 
     lay.row("Windows")
     lay.add(timeseries("Users held in windows", "Users with a window in each worker's active "
