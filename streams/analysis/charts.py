@@ -47,7 +47,7 @@ def category_chart(funnel: dict[str, Any], top: int = 12) -> bytes:
     height = 0.27
     for k, step in enumerate(funnel["steps"][1:]):
         values = [(row["conversion"][step] or 0.0) for _, row in rows]
-        ax.barh([i + (k - 1) * height for i in range(len(rows))], values, height=height,
+        ax.barh([i + (1 - k) * height for i in range(len(rows))], values, height=height,
                 label=f"→ {step}", color=STEP_COLOURS[k + 1])
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.set_xlim(0, 1)

@@ -25,8 +25,12 @@ NO_CLICK = "(no click)"
 
 
 def terms(query: str) -> list[str]:
-    """The words of a (scrubbed, lower-case) query worth counting: two letters or more."""
-    return [word for word in query.split(" ") if len(word) > 1]
+    """The words of a (scrubbed, lower-case) query worth counting.
+
+    Two letters or more, and no scrubbing placeholder (``<email>``, ``<phone>``...):
+    they say only that someone typed personal data.
+    """
+    return [word for word in query.split(" ") if len(word) > 1 and not word.startswith("<")]
 
 
 class SearchFigures:
