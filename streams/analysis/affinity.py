@@ -31,26 +31,26 @@ class AffinityFigures:
 
     def add_visit(self, visit: Visit) -> None:
         """Count the moves and the basket of one finished visit."""
-        previous: str | None = None
-        bought: set[str] = set()
-        for event in visit.events:
-            if event.type == "purchase" and event.item_id is not None:
-                bought.add(event.item_id)
-            category = event.category
-            if category is None:
-                continue
-            self.category_events[category] += 1
-            if previous is not None:
-                self.moves.add((previous, category))
-            previous = category
+        categories = [e.category for e in visit.events if e.category is not None]
+        bought = {e.item_id for e in visit.events if e.type == "purchase" and e.item_id}
+        self.category_events.update(categories)
+        if len(categories) > 1:
+            self.moves.update(zip(categories, categories[1:], strict=False))
         if len(bought) > 1:
             self.baskets += 1
-            for pair in combinations(sorted(bought), 2):
-                self.pairs.add(pair)
+            self.pairs.update(combinations(sorted(bought), 2))
+
+    def merge(self, other: AffinityFigures) -> None:
+        """Add the counts of another part of the log (other users)."""
+        self.moves.merge(other.moves)
+        self.category_events.update(other.category_events)
+        self.pairs.merge(other.pairs)
+        self.baskets += other.baskets
 
     def result(self) -> dict[str, Any]:
         """The matrix (busiest categories, the rest folded into ``(other)``) and top pairs."""
-        names = [c for c, _ in self.category_events.most_common(MATRIX_CATEGORIES)]
+        busiest = sorted(self.category_events.items(), key=lambda kv: (-kv[1], kv[0]))
+        names = [c for c, _ in busiest[:MATRIX_CATEGORIES]]
         if len(self.category_events) > len(names):
             names.append(OTHER)
         index = {c: i for i, c in enumerate(names)}

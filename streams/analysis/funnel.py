@@ -15,7 +15,7 @@ configured with, measured.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 from streams.analysis.visits import Visit
@@ -59,7 +59,7 @@ class FunnelFigures:
 
     def __init__(self) -> None:
         self.reached = [0] * len(STEPS)
-        self.by_category: dict[str, list[int]] = defaultdict(lambda: [0] * len(STEPS))
+        self.by_category: dict[str, list[int]] = {}
         self.moves: Counter[tuple[str, str]] = Counter()  # (action, next action or leave)
 
     def add_visit(self, visit: Visit) -> None:
@@ -73,12 +73,20 @@ class FunnelFigures:
             if event.category is not None:
                 per_category.setdefault(event.category, []).append(event.type)
         for category, cat_actions in per_category.items():
-            counts = self.by_category[category]
+            counts = self.by_category.setdefault(category, [0] * len(STEPS))
             for i in range(furthest_step(cat_actions) + 1):
                 counts[i] += 1
         # Counter.update over pairs counts in C: this runs for every event of the log.
         self.moves.update(zip(actions, actions[1:], strict=False))
         self.moves[actions[-1], LEAVE] += 1
+
+    def merge(self, other: FunnelFigures) -> None:
+        """Add the counts of another part of the log (other users)."""
+        self.reached = [a + b for a, b in zip(self.reached, other.reached, strict=True)]
+        for category, counts in other.by_category.items():
+            mine = self.by_category.setdefault(category, [0] * len(STEPS))
+            mine[:] = [a + b for a, b in zip(mine, counts, strict=True)]
+        self.moves.update(other.moves)
 
     def result(self) -> dict[str, Any]:
         """The funnel figures as JSON-ready data."""

@@ -43,6 +43,15 @@ class RevenueFigures:
             self.orders += 1
             self.total += order
 
+    def merge(self, other: RevenueFigures) -> None:
+        """Add the purchases of another part of the log (other users)."""
+        self.total += other.total
+        self.orders += other.orders
+        self.purchases += other.purchases
+        self.unpriced += other.unpriced
+        self.by_category.update(other.by_category)
+        self.by_day.update(other.by_day)
+
     def result(self) -> dict[str, Any] | None:
         """Revenue figures, or None when no purchase has a price."""
         if not self.orders:
@@ -53,7 +62,7 @@ class RevenueFigures:
             "average_order_value": round(self.total / self.orders, 2),
             "purchases": self.purchases,
             "purchases_without_price": self.unpriced,
-            "by_category": {c: round(v, 2)
-                            for c, v in self.by_category.most_common(TOP_CATEGORIES)},
+            "by_category": {c: round(v, 2) for c, v in sorted(
+                self.by_category.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]},
             "by_day": {d: round(self.by_day[d], 2) for d in sorted(self.by_day)},
         }

@@ -12,7 +12,6 @@ anything is counted or shown.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from streams.analysis.topn import TopCounter
@@ -42,7 +41,7 @@ class SearchFigures:
         self.queries: TopCounter[str] = TopCounter()
         self.zero_click_queries: TopCounter[str] = TopCounter()
         self.category_searches: TopCounter[str] = TopCounter(10_000)
-        self.terms: dict[str, TopCounter[str]] = defaultdict(lambda: TopCounter(20_000))
+        self.terms: dict[str, TopCounter[str]] = {}
 
     def add_visit(self, visit: Visit) -> None:
         """Count the searches of one finished visit."""
@@ -60,9 +59,20 @@ class SearchFigures:
             else:
                 category = after.category or NO_CLICK
             self.category_searches.add(category)
-            counter = self.terms[category]
-            for term in terms(event.query):
-                counter.add(term)
+            counter = self.terms.get(category)
+            if counter is None:
+                counter = self.terms[category] = TopCounter(20_000)
+            counter.update(terms(event.query))
+
+    def merge(self, other: SearchFigures) -> None:
+        """Add the counts of another part of the log (other users)."""
+        self.searches += other.searches
+        self.zero_click += other.zero_click
+        self.queries.merge(other.queries)
+        self.zero_click_queries.merge(other.zero_click_queries)
+        self.category_searches.merge(other.category_searches)
+        for category, counter in other.terms.items():
+            self.terms.setdefault(category, TopCounter(20_000)).merge(counter)
 
     def result(self) -> dict[str, Any]:
         """Search figures as JSON-ready data."""
@@ -78,7 +88,9 @@ class SearchFigures:
                                        for q, n in self.zero_click_queries.top(TOP_QUERIES)],
             "terms_by_category": {
                 c: {"searches": self.category_searches[c],
-                    "terms": [{"term": t, "count": n} for t, n in self.terms[c].top(TOP_TERMS)]}
+                    "terms": [{"term": t, "count": n}
+                              for t, n in self.terms[c].top(TOP_TERMS)] if c in self.terms
+                    else []}
                 for c in categories},
             "exact": self.queries.exact and self.zero_click_queries.exact,
         }

@@ -8,12 +8,26 @@ the range of values, not the number of visits.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.analysis.visits import WEEK_MS, Shopper, Visit
 
 COHORT_WEEKS = 8  # retention columns: weeks 1..8 after the first visit
+
+
+class Returns(NamedTuple):
+    """What cohorts need of one user: first visit, weeks active (bit k: week k), visits."""
+
+    first_ms: int
+    weeks: int
+    visits: int
+
+
+def returns_of(shoppers: Iterable[Shopper]) -> list[Returns]:
+    """The compact per-user rows a part of the log hands over for the cohort figures."""
+    return [Returns(s.first_ms, s.weeks, s.visits) for s in shoppers]
 
 
 def quantile(histogram: Counter[int], q: float) -> float | None:
@@ -55,6 +69,13 @@ class VisitFigures:
         if visit.gap_before_ms is not None:
             self.gap_minutes[visit.gap_before_ms // 60_000] += 1
 
+    def merge(self, other: VisitFigures) -> None:
+        """Add the counts of another part of the log (other users)."""
+        self.events.update(other.events)
+        self.seconds.update(other.seconds)
+        self.gap_minutes.update(other.gap_minutes)
+        self.visits += other.visits
+
     def result(self) -> dict[str, Any]:
         """Visit figures as JSON-ready data."""
         bounces = self.events.get(1, 0)
@@ -75,8 +96,10 @@ def iso_week(ts_ms: int) -> str:
     return f"{year}-W{week:02d}"
 
 
-def cohort_figures(shoppers: list[Shopper] | Any, last_ms: int) -> dict[str, Any]:
+def cohort_figures(shoppers: Iterable[Shopper | Returns], last_ms: int) -> dict[str, Any]:
     """Return rates by cohort (the ISO week of a user's first visit in the log).
+
+    ``shoppers`` are the analysis's per-user records (or their :class:`Returns`).
 
     ``returned`` is the share of a cohort with a second visit; ``week_k`` the
     share active again in week ``k`` after their first visit (weeks counted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -25,6 +25,19 @@ class TopCounter(Generic[K]):
     def add(self, key: K, n: int = 1) -> None:
         """Count ``key`` ``n`` times."""
         self.counts[key] += n
+        if len(self.counts) > self.capacity:
+            self._prune()
+
+    def update(self, keys: Iterable[K]) -> None:
+        """Count each of ``keys`` once (in C: cheaper than :meth:`add` per key)."""
+        self.counts.update(keys)
+        if len(self.counts) > self.capacity:
+            self._prune()
+
+    def merge(self, other: TopCounter[K]) -> None:
+        """Add another counter's counts (of other users)."""
+        self.counts.update(other.counts)
+        self.exact = self.exact and other.exact
         if len(self.counts) > self.capacity:
             self._prune()
 

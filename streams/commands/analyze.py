@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event log: JSON Lines (.jsonl, .gz) or Parquet")
     parser.add_argument("--out", type=Path, required=True,
                         help="directory for report.html, report.json and the charts")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes splitting the users (default: 1 for small logs, "
+                        "else up to 4 cores)")
     parser.add_argument("--json", action="store_true",
                         help="also print the figures as JSON on stdout")
 
@@ -27,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.events.is_file():
         print(f"shopcast analyze: {args.events} does not exist", file=sys.stderr)
         return 2
-    figures = analyze_log(args.events)
+    figures = analyze_log(args.events, workers=args.workers)
     paths = write_report(figures, args.out)
     if args.json:
         sys.stdout.write(orjson.dumps(figures).decode("utf-8") + "\n")
     else:
         log = figures["log"]
         print(f"analysed {log['events']:,} events of {log['users']:,} users in "
-              f"{log['seconds']:.1f} s; report: {paths['html']}")
+              f"{log['seconds']:.1f} s ({log['workers']} processes); report: {paths['html']}")
     return 0

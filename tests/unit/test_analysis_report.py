@@ -174,6 +174,15 @@ def test_cli_json_equals_the_figures_and_writes_the_report(log_path, report, tmp
     assert (tmp_path / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_splitting_users_over_workers_gives_the_same_figures(log_path, report):
+    split = analyze_log(log_path, workers=3)
+    assert split["log"]["workers"] == 3
+    for key in ("funnel", "visits", "returns", "search", "affinity", "revenue"):
+        assert split[key] == report[key], key
+    assert {k: v for k, v in split["log"].items() if k not in ("seconds", "workers")} == \
+        {k: v for k, v in report["log"].items() if k not in ("seconds", "workers")}
+
+
 def test_a_log_without_prices_has_no_revenue(tmp_path):
     path = tmp_path / "plain.jsonl"
     path.write_bytes(orjson.dumps(ev(1, "u", "purchase", T, item_id="x")) + b"\n")
