@@ -52,7 +52,7 @@ def category_chart(funnel: dict[str, Any], top: int = 12) -> bytes:
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("conversion from the step before")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Funnel by category")
     return _png(fig)
 
