@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +18,8 @@ class RevenueFigures:
         self.orders = 0
         self.purchases = 0
         self.unpriced = 0
-        self.by_category: Counter[str] = Counter()
-        self.by_day: Counter[str] = Counter()
+        self.by_category: dict[str, float] = {}
+        self.by_day: dict[str, float] = {}
 
     def add_visit(self, visit: Visit) -> None:
         """Add the purchases of one finished visit."""
@@ -36,9 +35,9 @@ class RevenueFigures:
             amount = event.price * (event.quantity or 1)
             priced = True
             order += amount
-            self.by_category[event.category or "(none)"] += amount
-            day = datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date().isoformat()
-            self.by_day[day] += amount
+            _add(self.by_category, event.category or "(none)", amount)
+            _add(self.by_day, datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC).date()
+                 .isoformat(), amount)
         if priced:
             self.orders += 1
             self.total += order
@@ -49,8 +48,10 @@ class RevenueFigures:
         self.orders += other.orders
         self.purchases += other.purchases
         self.unpriced += other.unpriced
-        self.by_category.update(other.by_category)
-        self.by_day.update(other.by_day)
+        for key, amount in other.by_category.items():
+            _add(self.by_category, key, amount)
+        for key, amount in other.by_day.items():
+            _add(self.by_day, key, amount)
 
     def result(self) -> dict[str, Any] | None:
         """Revenue figures, or None when no purchase has a price."""
@@ -66,3 +67,7 @@ class RevenueFigures:
                 self.by_category.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]},
             "by_day": {d: round(self.by_day[d], 2) for d in sorted(self.by_day)},
         }
+
+
+def _add(totals: dict[str, float], key: str, amount: float) -> None:
+    totals[key] = totals.get(key, 0.0) + amount
