@@ -13,6 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 STEP_COLOURS = ("#4c78a8", "#72b7b2", "#f58518", "#54a24b")
 
 
+def label(text: str, limit: int = 40) -> str:
+    r"""Text from the log as a chart label: cut short, and ``$`` kept literal.
+
+    matplotlib reads ``$...$`` as maths: ``$5 to $10`` would show as a formula and
+    ``$\frac{$`` would break the chart (and the report) instead of showing as typed.
+    """
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
@@ -49,7 +59,7 @@ def category_chart(funnel: dict[str, Any], top: int = 12) -> bytes:
         values = [(row["conversion"][step] or 0.0) for _, row in rows]
         ax.barh([i + (1 - k) * height for i in range(len(rows))], values, height=height,
                 label=f"→ {step}", color=STEP_COLOURS[k + 1])
-    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [label(name) for name, _ in rows], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("conversion from the step before")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -97,10 +107,11 @@ def search_chart(search: dict[str, Any], top: int = 12) -> bytes:
     """The queries most often followed by no click, beside all their searches."""
     rows = search["top_zero_click_queries"][:top][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.4))
-    labels = [r["query"][:40] for r in rows]
-    ax.barh(labels, [r["searches"] for r in rows], color="#c6dbef", label="searches")
-    ax.barh(labels, [r["zero_click"] for r in rows], color="#e45756", label="no click after")
-    ax.tick_params(axis="y", labelsize=8)
+    # Positions, not the labels, place the bars: two queries cut to the same label stay apart.
+    at = range(len(rows))
+    ax.barh(at, [r["searches"] for r in rows], color="#c6dbef", label="searches")
+    ax.barh(at, [r["zero_click"] for r in rows], color="#e45756", label="no click after")
+    ax.set_yticks(at, [label(r["query"]) for r in rows], fontsize=8)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Searches that found nothing wanted ({search['zero_click_rate'] or 0:.1%} "
                  "of all)")
@@ -116,6 +127,7 @@ def affinity_chart(affinity: dict[str, Any]) -> bytes:
         rows.append([v / total if total else 0.0 for v in row])
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     image = ax.imshow(rows or [[0.0]], cmap="viridis", vmin=0, vmax=1)
+    names = [label(name, 24) for name in names]
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("to")

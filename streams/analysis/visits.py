@@ -31,7 +31,6 @@ class Visit:
     user_id: str
     session_id: str | None
     events: list[Event] = field(default_factory=list)
-    number: int = 1  # the user's 1st, 2nd, ... visit in the log
     gap_before_ms: int | None = None  # end of the user's previous visit to this one's start
 
     @property
@@ -79,8 +78,7 @@ class VisitCutter:
             self._finish(shopper, visit)
             visit = None
         if visit is None:
-            visit = shopper.open = Visit(event.user_id, event.session_id,
-                                         number=shopper.visits + 1)
+            visit = shopper.open = Visit(event.user_id, event.session_id)
             if shopper.visits:
                 visit.gap_before_ms = max(0, event.ts_ms - shopper.last_end_ms)
             week = max(0, event.ts_ms - shopper.first_ms) // WEEK_MS

@@ -183,6 +183,21 @@ def test_splitting_users_over_workers_gives_the_same_figures(log_path, report):
         {k: v for k, v in report["log"].items() if k not in ("seconds", "workers")}
 
 
+def test_text_from_the_log_cannot_break_the_charts_or_the_page(tmp_path):
+    from streams.analysis.report import write_report
+
+    odd = ["$\\frac{$", "<script>alert(1)</script>", "price $5 to $10", "x" * 300]
+    events = [ev(i, f"u{i}", "search", T + i * S, query=q) for i, q in enumerate(odd)]
+    events += [ev(9, "u9", "browse", T, category="$\\mathrm{"), ev(10, "u9", "click", T + S,
+               item_id="<b>", category="a & b")]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    paths = write_report(analyze_log(path), tmp_path / "out")
+    page = paths["html"].read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &amp; b" in page and "search" in paths
+
+
 def test_a_log_without_prices_has_no_revenue(tmp_path):
     path = tmp_path / "plain.jsonl"
     path.write_bytes(orjson.dumps(ev(1, "u", "purchase", T, item_id="x")) + b"\n")
