@@ -70,22 +70,24 @@ class VisitCutter:
 
     def add(self, event: Event) -> None:
         """Add the next event of the log."""
+        # Runs for every event of the log: kept to a few dictionary and attribute reads.
+        ts = event.ts_ms
         shopper = self.shoppers.get(event.user_id)
         if shopper is None:
-            shopper = self.shoppers[event.user_id] = Shopper(first_ms=event.ts_ms)
+            shopper = self.shoppers[event.user_id] = Shopper(first_ms=ts)
         visit = shopper.open
-        if visit is not None and self._new_visit(visit, event):
-            self._finish(shopper, visit)
-            visit = None
-        if visit is None:
-            visit = shopper.open = Visit(event.user_id, event.session_id)
+        if visit is None or self._new_visit(visit, event):
+            if visit is not None:
+                self._finish(shopper, visit)
+            visit = shopper.open = Visit(event.user_id, event.session_id, [event])
             if shopper.visits:
-                visit.gap_before_ms = max(0, event.ts_ms - shopper.last_end_ms)
-            week = max(0, event.ts_ms - shopper.first_ms) // WEEK_MS
+                visit.gap_before_ms = max(0, ts - shopper.last_end_ms)
+            week = max(0, ts - shopper.first_ms) // WEEK_MS
             shopper.weeks |= 1 << min(week, 62)
-        visit.events.append(event)
-        if event.ts_ms > self.newest_ms:
-            self.newest_ms = event.ts_ms
+        else:
+            visit.events.append(event)
+        if ts > self.newest_ms:
+            self.newest_ms = ts
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY:
             self._sweep()
@@ -102,11 +104,12 @@ class VisitCutter:
 
     @staticmethod
     def _new_visit(visit: Visit, event: Event) -> bool:
-        if len(visit.events) >= MAX_VISIT_EVENTS:
+        events = visit.events
+        if len(events) >= MAX_VISIT_EVENTS:
             return True
         if visit.session_id is not None and event.session_id is not None:
             return event.session_id != visit.session_id
-        return event.ts_ms - visit.end_ms > VISIT_GAP_MS
+        return event.ts_ms - events[-1].ts_ms > VISIT_GAP_MS
 
     def _finish(self, shopper: Shopper, visit: Visit) -> None:
         shopper.open = None
