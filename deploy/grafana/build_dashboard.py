@@ -105,11 +105,11 @@ def stat(title: str, description: str, expr: str, unit: str, *, decimals: int | 
                         "justifyMode": "auto", "orientation": "auto"}}
 
 
-def funnel_bars(title: str, description: str, expr: str) -> dict[str, Any]:
-    """A horizontal bar gauge, one bar per funnel step, in funnel order."""
+def funnel_bars(title: str, description: str, targets: list[dict[str, Any]]
+                ) -> dict[str, Any]:
+    """A horizontal bar gauge, one bar per query (one query per step keeps funnel order)."""
     return {"type": "bargauge", "title": title, "description": description,
-            "datasource": DATASOURCE,
-            "targets": [q(expr, "{{step}}", instant=True, format="time_series")],
+            "datasource": DATASOURCE, "targets": targets,
             "fieldConfig": {"defaults": {"unit": "none", "min": 0, "decimals": 0},
                             "overrides": []},
             "options": {"orientation": "horizontal", "displayMode": "gradient",
@@ -273,13 +273,11 @@ def build() -> dict[str, Any]:
 
     lay.row("Shoppers")
     # The live side of `shopcast analyze`: the same funnel steps and zero-click searches.
-    steps = "|".join(FUNNEL_STEPS)
     lay.add(funnel_bars("Funnel", "Events per funnel step over the accuracy window, all "
                         "workers: browse (browse and search events), click, add_to_cart, "
                         "purchase. Event counts, not visits: shopcast analyze has the visit "
                         "funnel.",
-                        f'sum by (step) (increase(shopcast_funnel_events_total{{{SEL}, '
-                        f'step=~"{steps}"}}[$window]))'), 8)
+                        [q(funnel_step(step), step, instant=True) for step in FUNNEL_STEPS]), 8)
     lay.add(timeseries("Funnel step ratios", "Events of each step per event of the step before, "
                        "over the accuracy window: click / browse, add_to_cart / click, "
                        "purchase / add_to_cart.",
