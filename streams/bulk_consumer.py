@@ -20,11 +20,14 @@ faust-streaming versions in pyproject.toml; tests/integration covers it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
+
+log = logging.getLogger(__name__)
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
 # Hand over at most this many records at once, so a partition with a deep
@@ -36,6 +39,10 @@ MAX_BULK = 2048
 # data arrives, but tansu (the embedded broker) waits the full time, which then
 # shows up as latency; 20 ms keeps both quick without busy polling.
 FETCH_MAX_WAIT_MS = 20
+
+# Longest a stopping worker waits for the records being processed to be acknowledged. A
+# stop should never hang: whatever is still unacknowledged then is simply not committed.
+STOP_ACK_WAIT_S = 15.0
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -67,9 +74,10 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         track_message = self.track_message
         bulk_topics = self.bulk_topics
         handler = self.bulk_handler
+        batch: list[Message] = []
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
-                batch: list[Message] = []
+                batch = []
                 await asyncio.sleep(0)
                 if self.should_stop:
                     break
@@ -110,6 +118,27 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             if self.transport.app.should_stop:
                 return
             raise
+        finally:
+            # A stop that cancels a batch mid-way leaves records tracked that will never
+            # be acknowledged, and Faust's stop waits for every tracked record: forever.
+            # They are not acknowledged, so no commit covers them and the partition's next
+            # owner reads them again.
+            self.forget_unacked(batch)
+
+    def forget_unacked(self, messages: list[Message]) -> None:
+        """Stop waiting for acks of ``messages`` that were tracked but not acknowledged."""
+        self._unacked_messages.difference_update(m for m in messages if not m.acked)
+
+    async def wait_empty(self) -> None:
+        """Faust's wait for outstanding acks on stop, bounded (see STOP_ACK_WAIT_S)."""
+        try:
+            await asyncio.wait_for(super().wait_empty(), timeout=STOP_ACK_WAIT_S)
+        except TimeoutError:
+            waiting = sorted((m.topic, m.partition, m.offset) for m in self._unacked_messages)
+            log.warning("stopping without the acks of %d records (first: %s); they were not "
+                        "committed and will be read again", len(waiting), waiting[:5])
+            self._unacked_messages.clear()
+            await self.commit_and_end_transactions()
 
 
 def install(app: Any, topics: set[str], handler: BulkHandler) -> None:

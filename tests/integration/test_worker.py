@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -11,8 +15,8 @@ import orjson
 import pytest
 
 from streams.eventlog import read_log
-from tests.integration.kafka_helpers import consume, json_values, produce
-from tests.integration.workers import WorkerProcess, metric_value
+from tests.integration.kafka_helpers import consume, json_values, produce, wait_for
+from tests.integration.workers import REPO, WorkerProcess, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +189,38 @@ def test_a_restarted_worker_recovers_windows_from_the_changelog(
         got.setdefault(prediction["event_id"], prediction)
     assert_same_predictions({k: got[k] for k in (e["event_id"] for e in second)},
                             {k: expected[k] for k in (e["event_id"] for e in second)})
+
+
+def test_a_worker_stopped_mid_stream_exits_and_its_successor_loses_nothing(
+        settings_for, make_topics, tiny_bundle, log_events, tmp_path):
+    """SIGTERM while events arrive: the worker exits on its own, nothing is lost.
+
+    A stop used to cancel a batch mid-way and then wait forever for its acks
+    (Faust's wait_empty), so the worker never exited (streams/bulk_consumer.py). The
+    rate keeps the worker busy, so the stop lands inside a batch.
+    """
+    events = log_events[:3000]
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    settings = settings_for(bundle_path=tiny_bundle)
+    make_topics(settings)
+    env = {**os.environ, **settings.to_environment()}
+    with WorkerProcess(settings, tmp_path / "first.log") as worker:
+        replay = subprocess.Popen(  # noqa: S603 - our own CLI, a steady trickle of events
+            [sys.executable, "-m", "streams.cli", "replay", str(log), "--rate", "1000", "--quiet"],
+            cwd=REPO, env=env)
+        consume(settings, settings.predictions_topic, count=500, timeout=120, strict=False)
+        code = worker.stop(timeout=90)
+        assert code != -signal.SIGKILL, "the worker did not exit on SIGTERM:\n" + worker.log_tail()
+        assert replay.wait(120) == 0
+    wanted = {e["event_id"] for e in events}
+
+    def predicted() -> set[str]:
+        return {json.loads(r.value)["event_id"] for r in consume(
+            settings, settings.predictions_topic, timeout=5, strict=False)}
+
+    with WorkerProcess(settings, tmp_path / "second.log"):
+        # Redeliveries repeat some predictions: wait for every event id, not a count.
+        wait_for(lambda: wanted <= predicted(), timeout=180, interval=2,
+                 message="a prediction for every event")
+    assert predicted() == wanted
