@@ -164,7 +164,8 @@ def _wire(worker: Worker) -> None:
         if in_flight is not None:
             await _finish(worker, in_flight, outbox)
 
-    install(app, {settings.events_topic, rekey_topic(settings)}, process)
+    install(app, {settings.events_topic, rekey_topic(settings)}, process,
+            fetch_max_wait_ms=settings.batch_max_wait_ms)
 
     erasures = app.topic(settings.erasure_topic, allow_empty=True)
     audit = app.topic(settings.audit_topic)

@@ -37,7 +37,7 @@ MAX_BULK = 2048
 
 # Faust hard-codes a 1.5 s fetch wait. Apache Kafka answers a fetch as soon as
 # data arrives, but tansu (the embedded broker) waits the full time, which then
-# shows up as latency; 20 ms keeps both quick without busy polling.
+# shows up as latency. install() sets SHOPCAST_BATCH_MAX_WAIT_MS instead.
 FETCH_MAX_WAIT_MS = 20
 
 # Longest a stopping worker waits for the records being processed to be acknowledged. A
@@ -48,7 +48,9 @@ STOP_ACK_WAIT_S = 15.0
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when its fetcher starts
+        # Read when its fetcher starts.
+        consumer._fetch_max_wait_ms = getattr(self.consumer, "fetch_max_wait_ms",
+                                              FETCH_MAX_WAIT_MS)
         return consumer
 
 
@@ -57,6 +59,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: BulkHandler | None = None
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -141,10 +144,17 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             await self.commit_and_end_transactions()
 
 
-def install(app: Any, topics: set[str], handler: BulkHandler) -> None:
-    """Make ``app`` deliver ``topics`` in bulk to ``handler`` (call before the worker starts)."""
+def install(app: Any, topics: set[str], handler: BulkHandler, *,
+            fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Make ``app`` deliver ``topics`` in bulk to ``handler`` (call before the worker starts).
+
+    A fetch returns what has arrived, waiting at most ``fetch_max_wait_ms`` for the first
+    record: each fetched batch is one handler call, so this bounds how long a batch waits
+    to fill (Apache Kafka answers as soon as a record arrives; tansu waits it out).
+    """
     consumer_cls = type("ShopcastBulkConsumer", (BulkConsumer,),
-                        {"bulk_topics": frozenset(topics), "bulk_handler": staticmethod(handler)})
+                        {"bulk_topics": frozenset(topics), "bulk_handler": staticmethod(handler),
+                         "fetch_max_wait_ms": max(1, fetch_max_wait_ms)})
     app.transport.Consumer = consumer_cls
 
 

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     # How often to look for a new bundle at bundle_path, served without a restart (0: never).
     bundle_watch_seconds: int = Field(10, ge=0, le=3600)
     batch_size: int = Field(256, ge=1, le=10_000)
+    # The consumer's fetch wait: what one fetch brings is one batch (streams/bulk_consumer.py).
     batch_max_wait_ms: int = Field(10, ge=0, le=10_000)
     top_k: int = Field(10, ge=1, le=100)
     max_future_seconds: int = Field(24 * 3600, ge=0)

@@ -28,6 +28,11 @@ def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> int:
     log.warning("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     process = faust.Worker(worker.app, loglevel=loglevel, quiet=True,
                            override_logging=True, redirect_stdouts=False)
+    # No terminal spinner: with one, Faust sets the root logger to DEBUG so that every
+    # record spins it, and every library's debug record in the hot path (aiokafka logs a
+    # few per fetch and send) is built and then dropped -- measurable CPU, and escape
+    # codes in the log files.
+    process.spinner = None
     try:
         process.execute_from_commandline()
     except SystemExit as exit_:
