@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from streams.contracts import ACTION_INDEX, ACTIONS, REASONS
+from streams.encoding import EncodingSpec, record_dtype
 
 # Latency buckets from 1 ms to a minute: p50/p99 of a healthy worker sit in the
 # low milliseconds, a lagging one in seconds.
@@ -42,9 +43,9 @@ disable_created_metrics()
 # (as in the offline report, shopcast analyze, where every visit browses).
 FUNNEL_STEP = {"browse": "browse", "search": "browse", "click": "click",
                "add_to_cart": "add_to_cart", "purchase": "purchase"}
-# Byte offset of the action inside a window record: after item (u4) and category (u2); see
-# streams.encoding.record_dtype. The stored action is ACTION_INDEX + 1 (0 is padding).
-ACTION_OFFSET = 6
+# Byte offset of the action inside a window record (streams.encoding.record_dtype). The
+# stored action is ACTION_INDEX + 1 (0 is padding).
+ACTION_OFFSET = record_dtype(EncodingSpec()).fields["action"][1]
 SEARCH_CODE = ACTION_INDEX["search"] + 1
 CLICK = "click"
 
