@@ -54,7 +54,6 @@ class Rekey:
 Outcome = Ready | DeadLetter | Rekey
 
 
-
 class Pipeline:
     """Admits records into users' windows; one instance per worker."""
 
