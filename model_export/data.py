@@ -189,6 +189,9 @@ class Chunks:
     next_item: np.ndarray  # (N, L) item index of the next event, IGNORE when it has none
     purchase: np.ndarray  # (N, L) purchase within the horizon: 1, 0 or IGNORE
     log_seconds: np.ndarray  # (N, L) log1p(seconds to next event), NaN on padding
+    # (N,) index into ``Prepared.users`` of each sequence's user: private training
+    # samples and clips per user, not per sequence.
+    user: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of sequences."""
@@ -205,7 +208,8 @@ def training_chunks(data: Prepared) -> Chunks:
     length = data.spec.max_len
     windows: list[np.ndarray] = []
     labels: list[tuple[np.ndarray, ...]] = []
-    for user in data.users:
+    owners: list[int] = []
+    for number, user in enumerate(data.users):
         last_input = user.n_train - 2  # input t needs target t + 1 inside training
         t = last_input
         while t >= 0:
@@ -213,9 +217,11 @@ def training_chunks(data: Prepared) -> Chunks:
             positions = range(start, t + 1)
             windows.append(user.records[start: t + 1])
             labels.append(_labels(data, user, positions, limit=user.n_train, censor=True))
+            owners.append(number)
             t = start - 1
     inputs = batch_inputs(windows, data.spec) if windows else _empty_inputs(data.spec, length)
-    return Chunks(inputs, *_pad_labels(labels, inputs["actions"].shape[1]))
+    return Chunks(inputs, *_pad_labels(labels, inputs["actions"].shape[1]),
+                  user=np.array(owners, dtype=np.int64))
 
 
 def _labels(data: Prepared, user: UserHistory, positions: range, *, limit: int,

@@ -216,12 +216,15 @@ def _bundle_fields(ckpt: Checkpoint, top_k: int) -> dict[str, Any]:
         # The file's name only: where it sat on the training machine is nobody's business.
         "training_data": {"sha256": training.get("sha256"), "events": training.get("events"),
                           "users": training.get("users"),
-                          "file": Path(training["path"]).name if training.get("path") else None},
+                          "file": Path(training["path"]).name if training.get("path") else None,
+                          # epsilon, delta and how they were reached, for a DP-SGD model
+                          **{k: training[k] for k in ("differential_privacy",) if k in training}},
     }
 
 
 def _training_summary(ckpt: Checkpoint) -> dict[str, Any]:
-    keep = ("epochs_run", "best_epoch", "seconds", "seed", "options", "train_sequences")
+    keep = ("epochs_run", "best_epoch", "seconds", "seed", "options", "train_sequences",
+            "differential_privacy")
     return {k: ckpt.training[k] for k in keep if k in ckpt.training}
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from model_export import metrics
+from model_export import metrics, privacy_training
 from model_export.checkpoint import Checkpoint
 from model_export.data import (
     DEFAULT_HORIZON_SECONDS,
@@ -67,6 +67,12 @@ class TrainOptions:
     time_weight: float = 0.2
     quiet: bool = False  # no progress bar
     log_epochs: bool = True  # one line per epoch, even when quiet
+    # Differential privacy (DP-SGD, see model_export.privacy_training): batch_size is
+    # then the expected number of users per step, each user's gradient clipped.
+    dp: bool = False
+    dp_noise_multiplier: float = 1.0
+    dp_max_grad_norm: float = 1.0
+    dp_delta: float | None = None  # default min(1e-5, 1 / (10 training users))
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -170,7 +176,10 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
     model = NextActionModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
                                   weight_decay=options.weight_decay)
-    total_steps = options.epochs * math.ceil(len(chunks) / options.batch_size)
+    private = _private_step(model, data, chunks, options) if options.dp else None
+    steps_per_epoch = (math.ceil(1 / private.settings.sample_rate) if private
+                       else math.ceil(len(chunks) / options.batch_size))
+    total_steps = options.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, total_steps))
     generator = torch.Generator().manual_seed(options.seed)
@@ -178,8 +187,12 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
     history = []
     lengths = (tensors["actions"] > 0).sum(dim=1)  # (N,) real events per sequence
     for epoch in range(1, options.epochs + 1):
-        loss = _train_epoch(model, optimizer, schedule, tensors, lengths, options, generator,
-                            epoch)
+        if private:
+            loss = _private_epoch(private, optimizer, schedule, tensors, lengths, options,
+                                  generator, epoch, steps_per_epoch)
+        else:
+            loss = _train_epoch(model, optimizer, schedule, tensors, lengths, options,
+                                generator, epoch)
         val = validate(model, data, val_cases) if val_cases else {"ndcg@10": 0.0}
         history.append({"epoch": epoch, "loss": round(loss, 5),
                         **{k: _round(v) for k, v in val.items()}})
@@ -188,7 +201,9 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
                        f"ndcg@10 {val['ndcg@10']:.4f}  action accuracy "
                        f"{val.get('action_accuracy', float('nan')):.4f}  "
                        f"({time.monotonic() - started:.0f} s)")
-        if val["ndcg@10"] > best["score"]:
+        # A private run keeps its last epoch: choosing by validation would be a use of
+        # private data the accountant does not count.
+        if private or val["ndcg@10"] > best["score"]:
             best = {"score": val["ndcg@10"], "epoch": epoch, "validation": val,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         elif epoch - best["epoch"] >= options.patience:
@@ -204,9 +219,43 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
             "validation": {k: _round(v) for k, v in best["validation"].items()},
             "history": history, "seed": options.seed, "options": asdict(options),
             "seconds": round(time.monotonic() - started, 1),
+            **({"differential_privacy": privacy_training.report(
+                private.settings, len(history) * steps_per_epoch, len(history))}
+               if private else {}),
         },
         samples=_parity_samples(data, val_cases, tensors))
     return checkpoint, data
+
+
+def _private_step(model: NextActionModel, data: Prepared, chunks: Any,
+                  options: TrainOptions) -> privacy_training.PrivateStep:
+    settings = privacy_training.PrivacySettings.for_users(
+        len(data.users), options.batch_size, options.dp_noise_multiplier,
+        options.dp_max_grad_norm, options.dp_delta)
+    return privacy_training.PrivateStep(model, settings, options.purchase_weight,
+                                        options.time_weight, torch.from_numpy(chunks.user))
+
+
+def _private_epoch(private: privacy_training.PrivateStep, optimizer: torch.optim.Optimizer,
+                   schedule: torch.optim.lr_scheduler.LRScheduler,
+                   tensors: dict[str, torch.Tensor], lengths: torch.Tensor,
+                   options: TrainOptions, generator: torch.Generator, epoch: int,
+                   steps: int) -> float:
+    """One epoch of DP-SGD: ``steps`` Poisson-sampled batches of users; the mean loss."""
+    private.model.train()
+    bar = tqdm(range(steps), desc=f"epoch {epoch}/{options.epochs} (DP)", unit="batch",
+               disable=options.quiet, leave=False, mininterval=1.0)
+    total = 0.0
+    for step in bar:
+        users = private.sample_users(generator)
+        items = _unknown_items(tensors["items"], options.unknown_item_rate, generator)
+        total += private.gradients(users, {**tensors, "items": items}, lengths, generator)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 5 == 0:
+            bar.set_postfix(loss=f"{total / (step + 1):.3f}")
+    return total / max(1, steps)
 
 
 def _train_epoch(model: NextActionModel, optimizer: torch.optim.Optimizer,

@@ -37,6 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttl-days", type=float, default=d.ttl_seconds / 86400,
                         help="window TTL, as SHOPCAST_WINDOW_TTL_SECONDS in serving")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    dp = parser.add_argument_group(
+        "differential privacy", "DP-SGD with the user as the privacy unit: --batch-size is then "
+        "the expected number of users per step; the run keeps its last epoch")
+    dp.add_argument("--dp", action="store_true", help="train with DP-SGD (needs opacus)")
+    dp.add_argument("--dp-noise-multiplier", type=float, default=None,
+                    help=f"noise std / clipping norm (default {d.dp_noise_multiplier}); "
+                    "giving it turns --dp on")
+    dp.add_argument("--dp-max-grad-norm", type=float, default=d.dp_max_grad_norm,
+                    help="clip each user's gradient to this L2 norm")
+    dp.add_argument("--dp-delta", type=float, default=None,
+                    help="delta of the reported epsilon (default min(1e-5, 1/(10 users)))")
     add_bundle_arguments(parser)
 
 
@@ -47,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
     from model_export.export import ExportError, export_bundle
     from model_export.train import TrainOptions, train
 
+    d = TrainOptions()
     options = TrainOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, max_len=args.max_len, d_model=args.d_model,
         n_layers=args.layers, n_heads=args.heads, dropout=args.dropout, patience=args.patience,
         seed=args.seed, threads=args.threads, horizon_seconds=int(args.horizon_hours * 3600),
-        ttl_seconds=int(args.ttl_days * 86400), quiet=args.quiet)
+        ttl_seconds=int(args.ttl_days * 86400), quiet=args.quiet,
+        dp=args.dp or args.dp_noise_multiplier is not None,
+        dp_noise_multiplier=(args.dp_noise_multiplier if args.dp_noise_multiplier is not None
+                             else d.dp_noise_multiplier),
+        dp_max_grad_norm=args.dp_max_grad_norm, dp_delta=args.dp_delta)
     try:
         log = read_events(args.events)
     except FileNotFoundError as exc:
@@ -63,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     checkpoint, data = train(log, options, log_path=str(args.events.resolve()))
     path = checkpoint.save(args.checkpoint or Path(f"{args.out}.pt"))
     t = checkpoint.training
+    if "differential_privacy" in t:
+        p = t["differential_privacy"]
+        _say(args, f"differential privacy (per user): epsilon {p['epsilon']} at delta "
+             f"{p['delta']:g} (noise multiplier {p['noise_multiplier']}, clipping norm "
+             f"{p['max_grad_norm']}, sample rate {p['sample_rate']}, {p['steps']} steps)")
     _say(args, f"trained {t['epochs_run']} epochs in {t['seconds']} s; best epoch "
          f"{t['best_epoch']} (validation {t['validation']}); checkpoint {path}")
     try:
