@@ -112,18 +112,8 @@ def _torch_eager(bundle: Bundle, checkpoint: Path | None) -> Callable[[dict[str,
     path = checkpoint or bundle.path / "checkpoint.pt"
     if not path.is_file():
         return None
-    try:
-        import torch
-
-        from model_export.checkpoint import Checkpoint
-        from model_export.model import Predictor
+    try:  # torch stays out of streams/: the eager model lives with the training code
+        from model_export.eager import eager_predictor
     except ImportError:
         return None
-    model = Predictor(Checkpoint.load(path).model(), bundle.top_k).eval()
-    torch.set_num_threads(1)
-
-    def run(batch: dict[str, np.ndarray]) -> Any:
-        with torch.inference_mode():
-            return model(*(torch.from_numpy(batch[k]) for k in
-                           ("items", "categories", "actions", "gaps", "queries")))
-    return run
+    return eager_predictor(path, bundle.top_k)
