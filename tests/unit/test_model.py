@@ -78,12 +78,12 @@ def test_fully_padded_rows_give_no_nan(model):
 def test_predictor_outputs_follow_the_onnx_interface(model):
     x = window(batch=4, length=8, pad=3)
     with torch.no_grad():
-        action, items, scores, purchase, seconds = Predictor(model, top_k=10)(*x.values())
+        action, items, scores, purchase, time_to_next = Predictor(model, top_k=10)(*x.values())
     assert action.shape == (4, 5) and torch.allclose(action.sum(-1), torch.ones(4))
     assert items.shape == scores.shape == (4, 10) and items.dtype == torch.int64
     assert (items >= 3).all(), "reserved indices (pad, no item, unknown) are never predicted"
     assert (scores[:, :-1] >= scores[:, 1:]).all()
-    assert purchase.shape == seconds.shape == (4,) and (seconds >= 0).all()
+    assert purchase.shape == time_to_next.shape == (4,) and (time_to_next >= 0).all()
     assert ((purchase >= 0) & (purchase <= 1)).all()
 
 
