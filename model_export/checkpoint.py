@@ -16,7 +16,7 @@ import torch
 from model_export.model import ModelConfig, NextActionModel
 from streams.encoding import EncodingSpec, Vocabulary
 
-FORMAT = "shopcast-checkpoint-1"
+FORMAT = "shopcast-checkpoint-2"  # 2: the copy pointer reads the memory, not the final states
 
 
 @dataclass

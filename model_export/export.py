@@ -106,8 +106,10 @@ def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, tor
         inputs = {k: v[:b, -t:].contiguous() for k, v in samples.items()}
         with torch.no_grad():
             ref = [o.numpy() for o in predictor(*(inputs[k] for k in MODEL_INPUTS))]
-            hs = model(*(inputs[k] for k in MODEL_INPUTS))
-            full = model.item_probs(hs, inputs["items"]).numpy()
+            # The full computation (every position through every block), against the
+            # Predictor's last-position-only path inside the graph.
+            encoded = model(*(inputs[k] for k in MODEL_INPUTS))
+            full = model.item_probs(encoded, inputs["items"]).numpy()
             full = np.pad(full, ((0, 0), (3, 0)))  # columns back to vocabulary indices
         got = session.run(list(MODEL_OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
         action, items, scores, purchase, seconds = got

@@ -24,7 +24,11 @@ the window; four heads read every position:
 
 Inputs are left-padded int64 tensors; padding is where ``actions == 0``.
 :class:`Predictor` wraps the model into the ONNX interface of the bundle: it
-reads the last position, takes softmax and top-k over the catalogue.
+reads the last position, takes softmax and top-k over the catalogue. Serving
+needs the final hidden state of the newest event only, so the Predictor runs
+the last block for that one position (``last_only``): the same numbers as the
+full computation's last row for about half the work (the memory the pointer
+reads comes from the blocks below, which run over the whole window).
 ``forward`` is tensor code only, so it exports to ONNX as written.
 """
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch spelling
@@ -97,19 +102,28 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                allowed: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, T, C); ``allowed`` (B, 1, T, T) says which keys each query may read."""
+                allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``x`` (B, T, C); ``allowed`` (B, 1, T, T) says which keys each query may read.
+
+        Returns (B, T, C), or (B, 1, C) for the last position's query alone
+        when ``last_only``: every position is still a key.
+        """
         B, T, C = x.shape  # noqa: N806 - the conventional shape names
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
-        q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+        if last_only:
+            q, allowed, cos_q, sin_q = q[:, -1:], allowed[:, :, -1:], cos[-1:], sin[-1:]
+        else:
+            cos_q, sin_q = cos, sin
+        Q = q.shape[1]  # noqa: N806 - number of queries: T, or 1
+        q = q.view(B, Q, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, Q, D)
+        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
         v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, T, T)
+        q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, Q, T)
         att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
         att = self.attn_drop(F.softmax(att, dim=-1))
-        y = att @ v  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        y = att @ v  # (B, H, Q, D)
+        y = y.transpose(1, 2).reshape(B, Q, C)  # (B, Q, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -126,14 +140,22 @@ class Block(nn.Module):
             nn.Linear(4 * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                allowed: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C)."""
-        x = x + self.attn(self.ln_1(x), cos, sin, allowed)
+                allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, 1, C) for the last position when ``last_only``."""
+        y = self.ln_1(x)
+        x = (x[:, -1:] if last_only else x) + self.attn(y, cos, sin, allowed, last_only)
         return x + self.mlp(self.ln_2(x))
 
 
+class Encoded(NamedTuple):
+    """What the network makes of a batch of windows."""
+
+    hidden: torch.Tensor  # (B, T, C) final hidden states; (B, 1, C) when last_only
+    memory: torch.Tensor  # (B, T, C) each event as the last block sees it: the pointer's keys
+
+
 class NextActionModel(nn.Module):
-    """The sequence model; :meth:`forward` gives one hidden state per position."""
+    """The sequence model; :meth:`forward` gives hidden states and the pointer's memory."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -172,8 +194,12 @@ class NextActionModel(nn.Module):
                 module.weight.data[module.padding_idx].zero_()
 
     def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
-                gaps: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """Hidden state of every position, (B, T, C); only real positions are meaningful."""
+                gaps: torch.Tensor, queries: torch.Tensor, last_only: bool = False) -> Encoded:
+        """Hidden states of every position (only real ones are meaningful) and the memory.
+
+        With ``last_only`` the last block runs for the last position alone, so
+        ``hidden`` is (B, 1, C): what serving needs, for about half the work.
+        """
         T = actions.shape[1]  # noqa: N806
         valid = actions > 0  # (B, T) left padding has action 0
         q_emb = self.query(queries)  # (B, T, S, C), empty slots embed to zero
@@ -191,9 +217,11 @@ class NextActionModel(nn.Module):
         causal = idx[None, :] <= idx[:, None]  # (T, T)
         allowed = (causal[None] & valid[:, None, :]) | (idx[None, :] == idx[:, None])[None]
         allowed = allowed[:, None]  # (B, 1, T, T)
-        for block in self.blocks:
+        *lower, top = self.blocks
+        for block in lower:
             x = block(x, cos, sin, allowed)
-        return self.ln_f(x)  # (B, T, C)
+        memory = top.ln_1(x)  # (B, T, C), computed again inside top: cheap, and keeps it simple
+        return Encoded(self.ln_f(top(x, cos, sin, allowed, last_only)), memory)
 
     # -- next item: per slot, generate from the catalogue or copy from the window --------
 
@@ -219,9 +247,11 @@ class NextActionModel(nn.Module):
         """(..., C) -> (..., S) logits of the kind of the next item event."""
         return self.slot_head(h)
 
-    def copy_attention(self, h: torch.Tensor, items: torch.Tensor
+    def copy_attention(self, h: torch.Tensor, memory: torch.Tensor, items: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Where each position copies from: (B, S, T, T) weights, (B, T) anything to copy.
+
+        The queries come from the hidden states ``h``, the keys from ``memory``.
 
         Position t may copy the item of any position j <= t that holds a real
         item. A row with nothing to copy gets harmless uniform weights and is
@@ -230,7 +260,7 @@ class NextActionModel(nn.Module):
         B, T, C = h.shape  # noqa: N806
         S = self.cfg.item_slots  # noqa: N806
         q = self.copy_query(h).view(B, T, S, C).transpose(1, 2)  # (B, S, T, C)
-        k = self.copy_key(h)  # (B, T, C)
+        k = self.copy_key(memory)  # (B, T, C)
         scores = (q @ k.transpose(1, 2).unsqueeze(1)) / math.sqrt(C)  # (B, S, T, T)
         idx = torch.arange(T, device=h.device)
         allowed = ((idx[None, :] <= idx[:, None])[None]
@@ -238,8 +268,8 @@ class NextActionModel(nn.Module):
         scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
         return F.softmax(scores, dim=-1), allowed.any(dim=-1)
 
-    def item_nll(self, h: torch.Tensor, items: torch.Tensor, where: torch.Tensor,
-                 target: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    def item_nll(self, h: torch.Tensor, memory: torch.Tensor, items: torch.Tensor,
+                 where: torch.Tensor, target: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         """-log P(next item | its slot) at the positions ``where`` (B, T), as (N,).
 
         P = g * P_generate + (1 - g) * P_copy, computed in log space. Training
@@ -247,7 +277,7 @@ class NextActionModel(nn.Module):
         a scatter over the catalogue.
         """
         T = h.shape[1]  # noqa: N806
-        att, has_copy = self.copy_attention(h, items)  # (B, S, T, T), (B, T)
+        att, has_copy = self.copy_attention(h, memory, items)  # (B, S, T, T), (B, T)
         h_n = h[where]  # (N, C)
         log_gen = -F.cross_entropy(self.item_logits(h_n, slot), target - FIRST_TOKEN,
                                    reduction="none")  # (N,)
@@ -263,16 +293,16 @@ class NextActionModel(nn.Module):
                             torch.full_like(z, -1e4))
         return -torch.logaddexp(log_g + log_gen, log_c)
 
-    def item_probs(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """P(next item) at the last position over the catalogue, (B, T, C) -> (B, V - 3)."""
-        B, T, C = h.shape  # noqa: N806
+    def item_probs(self, encoded: Encoded, items: torch.Tensor) -> torch.Tensor:
+        """P(next item) at the last position over the catalogue, as (B, V - 3)."""
+        B, T, C = encoded.memory.shape  # noqa: N806
         S = self.cfg.item_slots  # noqa: N806
-        last = h[:, -1]  # (B, C)
+        last = encoded.hidden[:, -1]  # (B, C)
         logits = (self._item_queries(last) @ self.item.weight[FIRST_TOKEN:].t()
                   + self.item_bias[FIRST_TOKEN:])  # (B, S, V - 3)
         generate = F.softmax(logits, dim=-1)
         q = self.copy_query(last).view(B, S, C)  # (B, S, C)
-        scores = (q @ self.copy_key(h).transpose(1, 2)) / math.sqrt(C)  # (B, S, T)
+        scores = (q @ self.copy_key(encoded.memory).transpose(1, 2)) / math.sqrt(C)  # (B, S, T)
         copyable = items >= FIRST_TOKEN  # (B, T)
         scores = scores.masked_fill(~copyable[:, None], torch.finfo(scores.dtype).min)
         att = F.softmax(scores, dim=-1)  # (B, S, T)
@@ -310,10 +340,10 @@ class Predictor(nn.Module):
                 gaps: torch.Tensor, queries: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase, seconds."""
-        hs = self.model(items, categories, actions, gaps, queries)  # (B, T, C)
-        h = hs[:, -1]  # (B, C)
+        encoded = self.model(items, categories, actions, gaps, queries, last_only=True)
+        h = encoded.hidden[:, -1]  # (B, C)
         next_action = F.softmax(self.model.action_logits(h), dim=-1)  # (B, 5)
-        probs = self.model.item_probs(hs, items)  # (B, V - 3)
+        probs = self.model.item_probs(encoded, items)  # (B, V - 3)
         top_scores, top = torch.topk(probs, self.top_k, dim=-1)  # (B, K) each
         top_items = top + FIRST_TOKEN  # back to vocabulary indices
         purchase = torch.sigmoid(self.model.purchase_logit(h))  # (B,)

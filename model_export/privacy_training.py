@@ -84,12 +84,13 @@ class _SequenceLoss(nn.Module):
         """One sequence (no batch dimension) -> scalar loss."""
         b = {k: v.unsqueeze(0) for k, v in batch.items()}  # a batch of one
         m = self.model
-        h = m(*(b[k] for k in MODEL_INPUTS))[0]  # (T, C)
+        hidden, memory = m(*(b[k] for k in MODEL_INPUTS))
+        h = hidden[0]  # (T, C)
         next_action, next_item = b["next_action"][0], b["next_item"][0]  # (T,)
         has_action = next_action >= 0
         action = F.cross_entropy(m.action_logits(h), next_action.clamp(min=0),
                                  reduction="none")
-        item = self._item_nll(h, b["items"], next_item, next_action)
+        item = self._item_nll(h, memory, b["items"], next_item, next_action)
         purchase_target = b["purchase"][0]
         has_purchase = purchase_target >= 0
         purchase = F.binary_cross_entropy_with_logits(
@@ -101,8 +102,8 @@ class _SequenceLoss(nn.Module):
                 + self.purchase_weight * _mean(purchase, has_purchase)
                 + self.time_weight * _mean(time, has_time))
 
-    def _item_nll(self, h: torch.Tensor, items: torch.Tensor, next_item: torch.Tensor,
-                  next_action: torch.Tensor) -> torch.Tensor:
+    def _item_nll(self, h: torch.Tensor, memory: torch.Tensor, items: torch.Tensor,
+                  next_item: torch.Tensor, next_action: torch.Tensor) -> torch.Tensor:
         """(T,) -log P(next item) - log P(its slot) at every position.
 
         As ``NextActionModel.item_nll``; positions without a next item give
@@ -112,7 +113,7 @@ class _SequenceLoss(nn.Module):
         T = h.shape[0]  # noqa: N806
         target = torch.where(next_item >= 0, next_item, FIRST_TOKEN)  # (T,)
         slot = _slot_of(next_action, m.cfg.item_slots)  # (T,)
-        att, has_copy = m.copy_attention(h.unsqueeze(0), items)  # (1, S, T, T), (1, T)
+        att, has_copy = m.copy_attention(h.unsqueeze(0), memory, items)  # (1, S, T, T), (1, T)
         log_gen = -F.cross_entropy(m.item_logits(h, slot), target - FIRST_TOKEN,
                                    reduction="none")  # (T,)
         att_t = att[0].permute(1, 0, 2)  # (T, S, T)

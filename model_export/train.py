@@ -87,7 +87,7 @@ def set_determinism(seed: int, threads: int) -> None:
 
 def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The four head losses of a batch of training sequences."""
-    h = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C)
+    h, memory = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C) each
     out = {}
     has_action = batch["next_action"] >= 0  # (B, T)
     out["action"] = F.cross_entropy(model.action_logits(h[has_action]),
@@ -96,8 +96,8 @@ def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, 
     # The mixture is trained by its parts: which slot (kind of item event) comes next,
     # and the item given that slot, so one catalogue product per position.
     slot = _slot_of(batch["next_action"][has_item], model.cfg.item_slots)  # (N,)
-    out["item"] = (model.item_nll(h, batch["items"], has_item, batch["next_item"][has_item],
-                                  slot).mean()
+    out["item"] = (model.item_nll(h, memory, batch["items"], has_item,
+                                  batch["next_item"][has_item], slot).mean()
                    + F.cross_entropy(model.slot_logits(h[has_item]), slot))
     has_purchase = batch["purchase"] >= 0
     out["purchase"] = (F.binary_cross_entropy_with_logits(
@@ -129,9 +129,9 @@ def validate(model: NextActionModel, data: Prepared, cases: list[Case],
     for start in range(0, len(cases), batch_size):
         chunk = cases[start: start + batch_size]
         inputs = {k: torch.from_numpy(v) for k, v in case_inputs(chunk, data.spec).items()}
-        hs = model(*(inputs[k] for k in MODEL_INPUTS))  # (B, T, C)
-        h = hs[:, -1]  # (B, C)
-        probs = model.item_probs(hs, inputs["items"])  # (B, V - 3)
+        encoded = model(*(inputs[k] for k in MODEL_INPUTS), last_only=True)
+        h = encoded.hidden[:, -1]  # (B, C)
+        probs = model.item_probs(encoded, inputs["items"])  # (B, V - 3)
         y_pred += model.action_logits(h).argmax(-1).tolist()
         y_true += [c.next_action for c in chunk]
         purchase += torch.sigmoid(model.purchase_logit(h)).tolist()

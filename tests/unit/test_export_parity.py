@@ -22,9 +22,9 @@ def test_onnx_matches_pytorch_on_real_windows(tiny_trained, tiny_bundle, batch, 
     feeds = {k: v[:batch, -length:].contiguous() for k, v in samples.items()}
     assert feeds["actions"][:, -1].gt(0).all(), "the newest event is always real"
     with torch.no_grad():
-        hs = model(*(feeds[k] for k in MODEL_INPUTS))
-        h = hs[:, -1]
-        probs = np.pad(model.item_probs(hs, feeds["items"]).numpy(), ((0, 0), (3, 0)))
+        encoded = model(*(feeds[k] for k in MODEL_INPUTS))  # every position, every block
+        h = encoded.hidden[:, -1]
+        probs = np.pad(model.item_probs(encoded, feeds["items"]).numpy(), ((0, 0), (3, 0)))
         action = torch.softmax(model.action_logits(h), -1).numpy()
     got = session.run(None, {k: v.numpy() for k, v in feeds.items()})
     assert got[0].shape == (min(batch, len(samples["actions"])), 5)

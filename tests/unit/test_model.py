@@ -33,8 +33,8 @@ def window(batch=3, length=10, seed=0, pad=0):
 def run(model, x):
     """Every per-position output used in training, as (B, T, F)."""
     with torch.no_grad():
-        h = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
-        att, _ = model.copy_attention(h, x["items"])  # (B, S, T, T)
+        h, memory = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
+        att, _ = model.copy_attention(h, memory, x["items"])  # (B, S, T, T)
         copy = att.permute(0, 2, 1, 3).flatten(2)  # (B, T, S * T)
         return torch.cat([h, model.action_logits(h), model.slot_logits(h),
                           torch.softmax(model._item_queries(h) @ model.item.weight.t(), -1)
@@ -62,9 +62,24 @@ def test_left_padding_does_not_change_the_prediction(model):
         a, b = Predictor(model, 10)(*x.values()), Predictor(model, 10)(*padded.values())
     for got, want in zip(b, a):
         assert torch.allclose(got.float(), want.float(), atol=1e-5)
-    h_a = model(*x.values())
-    h_b = model(*padded.values())[:, 5:]
+    h_a = model(*x.values()).hidden
+    h_b = model(*padded.values()).hidden[:, 5:]
     assert torch.allclose(h_a, h_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+def test_the_last_position_alone_matches_the_full_computation(model, pad):
+    # Serving runs the last block for the newest event only; it must give the same numbers.
+    x = window(batch=5, length=11, seed=3, pad=pad)
+    with torch.no_grad():
+        full = model(*x.values())
+        last = model(*x.values(), last_only=True)
+        probs_full = model.item_probs(full, x["items"])
+        probs_last = model.item_probs(last, x["items"])
+    assert last.hidden.shape == (5, 1, 32)
+    assert torch.allclose(last.hidden[:, 0], full.hidden[:, -1], atol=1e-5)
+    assert torch.equal(last.memory, full.memory)
+    assert torch.allclose(probs_last, probs_full, atol=1e-6)
 
 
 def test_fully_padded_rows_give_no_nan(model):
