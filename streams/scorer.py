@@ -1,9 +1,12 @@
 """The ONNX scorer: a batch of user windows in, Prediction v1 messages out.
 
-One onnxruntime call serves a whole micro-batch. The scorer is plain Python
-with no Faust import; the worker calls :meth:`Scorer.predict` from a thread
-so inference never holds the event loop (onnxruntime releases the GIL while
-it runs).
+One onnxruntime call serves windows of similar length: a batch is padded to
+its longest window, and the model's cost grows with the padded length, so a
+batch that mixes new shoppers (a few events) with regulars (a full window) is
+split into groups of similar length (:data:`LENGTH_STEP`). The scorer is plain
+Python with no Faust import; the worker calls :meth:`Scorer.predict` from a
+thread so inference never holds the event loop (onnxruntime releases the GIL
+while it runs).
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ import onnxruntime as ort
 
 from streams.bundle import Bundle, BundleError
 from streams.contracts import Event, encode_prediction
-from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, batch_inputs
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, batch_inputs, record_dtype
+
+# Windows are grouped by their length rounded up to a multiple of this many events.
+# Each group is one onnxruntime call (tens of microseconds of overhead), so a small
+# batch is scored in one call: splitting it would cost more than the padding.
+LENGTH_STEP = 10
+MIN_GROUP = 16
 
 
 @dataclass(frozen=True)
@@ -55,14 +64,32 @@ class Scorer:
         if names_in != MODEL_INPUTS or names_out != MODEL_OUTPUTS:
             raise BundleError(f"{bundle.path}: model.onnx has inputs {names_in} and outputs "
                               f"{names_out}; expected {MODEL_INPUTS} and {MODEL_OUTPUTS}")
+        self._record_size = record_dtype(bundle.spec).itemsize
         # Item ids as an object array so a whole batch of indices maps in one take().
         self._item_ids = np.array([""] * 3 + bundle.items.tokens, dtype=object)
 
     def score(self, windows: Sequence[np.ndarray | bytes]) -> Scores:
         """Run the model on a batch of windows (record arrays or packed record bytes)."""
-        inputs = batch_inputs(windows, self.bundle.spec)
-        outputs = self.session.run(list(MODEL_OUTPUTS), inputs)
+        groups = _length_groups(self._lengths(windows), self.bundle.spec.max_len)
+        if len(groups) == 1:
+            return Scores(*self._run(windows))
+        outputs: list[np.ndarray] = []
+        for rows in groups:
+            part = self._run([windows[i] for i in rows])
+            if not outputs:  # allocate once the output shapes and types are known
+                outputs = [np.empty((len(windows), *o.shape[1:]), o.dtype) for o in part]
+            for whole, piece in zip(outputs, part, strict=True):
+                whole[rows] = piece
         return Scores(*outputs)
+
+    def _lengths(self, windows: Sequence[np.ndarray | bytes]) -> np.ndarray:
+        """Events in each window: packed bytes count records of the bundle's record size."""
+        size = self._record_size
+        return np.fromiter((len(w) // size if isinstance(w, bytes) else len(w) for w in windows),
+                           dtype=np.int64, count=len(windows))
+
+    def _run(self, windows: Sequence[np.ndarray | bytes]) -> list[np.ndarray]:
+        return self.session.run(list(MODEL_OUTPUTS), batch_inputs(windows, self.bundle.spec))
 
     def predict(self, events: Sequence[Event], windows: Sequence[np.ndarray | bytes], *,
                 scored_at: int) -> tuple[list[bytes], Scores]:
@@ -86,3 +113,27 @@ class Scorer:
                               next_event_seconds=wait[row])
             for row, event in enumerate(events)
         ], scores
+
+
+def _length_groups(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:
+    """Row indices of a batch, grouped by window length (rounded up to LENGTH_STEP).
+
+    Groups smaller than MIN_GROUP join the next longer group, so every call is
+    worth its overhead; a small batch stays one group.
+    """
+    if len(lengths) < 2 * MIN_GROUP:
+        return [np.arange(len(lengths))]
+    steps = (np.minimum(lengths, max_len) + LENGTH_STEP - 1) // LENGTH_STEP
+    groups: list[np.ndarray] = []
+    pending = np.empty(0, dtype=np.int64)
+    for step in np.unique(steps):
+        pending = np.concatenate([pending, np.flatnonzero(steps == step)])
+        if len(pending) >= MIN_GROUP:
+            groups.append(pending)
+            pending = np.empty(0, dtype=np.int64)
+    if len(pending):  # the longest windows, too few for a call of their own
+        if groups:
+            groups[-1] = np.concatenate([groups[-1], pending])
+        else:
+            groups.append(pending)
+    return groups

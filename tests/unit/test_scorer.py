@@ -12,7 +12,7 @@ import pytest
 from streams.bundle import BundleError, load_bundle
 from streams.contracts import ACTIONS, Event, Prediction
 from streams.encoding import Encoder
-from streams.scorer import Scorer
+from streams.scorer import MIN_GROUP, Scorer, _length_groups
 from streams.window import UserWindow
 
 SCHEMAS = Path(__file__).parents[2] / "streams" / "schemas"
@@ -70,6 +70,26 @@ def test_a_batch_scores_each_window_as_if_alone(bundle):
         alone = scorer.score([window])
         np.testing.assert_allclose(alone.next_action[0], together.next_action[row], atol=1e-5)
         np.testing.assert_array_equal(alone.top_items[0][:5], together.top_items[row][:5])
+
+
+def test_a_batch_of_mixed_lengths_is_scored_in_groups_as_if_each_window_were_alone(bundle):
+    # 40 users with 1..20 events: more than one length group, in a shuffled order.
+    events, windows = user_windows(bundle, n_users=40, n_events=1)
+    windows = [w[-(1 + (u * 7) % 20):] for u, w in enumerate(windows)]
+    packed = [w.tobytes() for w in windows]
+    scorer = Scorer(bundle, top_k=5)
+    lengths = scorer._lengths(packed)
+    assert lengths.tolist() == [len(w) for w in windows]
+    groups = _length_groups(lengths, bundle.spec.max_len)
+    assert len(groups) > 1 and all(len(g) >= MIN_GROUP for g in groups)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(windows)))
+    together = scorer.score(packed)
+    for row, window in enumerate(packed):
+        alone = scorer.score([window])
+        np.testing.assert_allclose(alone.next_action[0], together.next_action[row], atol=1e-5)
+        np.testing.assert_allclose(alone.top_scores[0], together.top_scores[row], atol=1e-5)
+        np.testing.assert_allclose(alone.purchase_probability, together.purchase_probability[row],
+                                   atol=1e-5)
 
 
 def test_top_k_beyond_the_graph_is_refused(bundle):
