@@ -48,9 +48,14 @@ def throughput(pipeline: dict) -> None:
 def latency(pipeline: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     levels = sorted(pipeline["latency_ms"], key=lambda k: float(k.rstrip("%")))
-    for q, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+    raw = pipeline.get("raw_latency_ms", {})
+    for q, style, colour in (("p50", "o", "C0"), ("p95", "s", "C1"), ("p99", "^", "C2")):
         ax.plot([pipeline["latency_ms"][lv]["offered_eps"] for lv in levels],
-                [pipeline["latency_ms"][lv][q] for lv in levels], style, label=q)
+                [pipeline["latency_ms"][lv][q] for lv in levels], style + "-", color=colour,
+                label=f"worker {q}")
+        if raw:  # the floor: the raw loop at the same rates
+            ax.plot([raw[lv]["offered_eps"] for lv in levels], [raw[lv][q] for lv in levels],
+                    style + ":", color=colour, alpha=0.5, label=f"raw loop {q}")
     for lv in levels:
         point = pipeline["latency_ms"][lv]
         ax.annotate(lv, (point["offered_eps"], point["p99"]), textcoords="offset points",
@@ -59,7 +64,7 @@ def latency(pipeline: dict) -> None:
     ax.set_ylabel("event produced → prediction consumed (ms)")
     ax.set_yscale("log")
     ax.set_title("End-to-end latency at 25/50/75% of the worker's maximum")
-    ax.legend()
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(HERE / "latency.png", dpi=120)
 

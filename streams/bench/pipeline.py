@@ -11,12 +11,14 @@ Both start with the whole log already in the topic, so they run flat out;
 throughput is events over the time from the first output to the last. Then,
 with the worker warm, events are offered at 25%, 50% and 75% of the worker's
 measured maximum and the end-to-end latency (event produced -> prediction
-consumed) is measured for each.
+consumed) is measured for each, and, as the floor that Kafka and the clients
+alone set, the raw loop's latency at the same offered rates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import subprocess
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,9 @@ class PipelineResult:
     raw_eps: float
     worker_eps: float
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The raw loop's latency at the same offered rates: what the broker and the clients
+    # cost on their own (two producer lingers, two fetches), without any worker.
+    raw_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     broker: str = ""
 
     @property
@@ -64,7 +69,8 @@ class PipelineResult:
         return {"events": self.events, "raw_eps": round(self.raw_eps, 1),
                 "worker_eps": round(self.worker_eps, 1),
                 "throughput_ratio": round(self.throughput_ratio, 4),
-                "latency_ms": self.latency_ms, "broker": self.broker}
+                "latency_ms": self.latency_ms, "raw_latency_ms": self.raw_latency_ms,
+                "broker": self.broker}
 
 
 def bench_log(n: int) -> list[LogRecord]:
@@ -77,19 +83,35 @@ async def preload(settings: Settings, topic: str, records: list[LogRecord]) -> N
     await replay(records, topic=topic, client=client_kwargs(settings))
 
 
-async def raw_passthrough(settings: Settings, source: str, target: str, n: int) -> float:
-    """The ceiling: consume, decode, add a field, produce; returns events per second."""
+async def raw_passthrough(settings: Settings, source: str, target: str, n: int | None
+                          ) -> float:
+    """The ceiling: consume, decode, add a field, produce; returns events per second.
+
+    With ``n`` it reads ``source`` from the start until ``n`` events went through. With
+    None it reads only what arrives after it started, until cancelled: the latency floor.
+    """
     client = client_kwargs(settings)
-    consumer = AIOKafkaConsumer(source, **client, group_id=f"raw-{time.time_ns()}",
-                                auto_offset_reset="earliest", enable_auto_commit=True,
-                                max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)
+    options = {"max_poll_records": 5000, "fetch_max_bytes": 64 * 1024 * 1024}
+    if n is None:
+        # No group to join: assigned at once, from the end, answering each fetch as soon
+        # as a record arrives (the worker's fetch wait, 10 ms at most).
+        consumer = AIOKafkaConsumer(**client, **options, enable_auto_commit=False,
+                                    fetch_max_wait_ms=10)
+        await consumer.start()
+        tps = [TopicPartition(source, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+    else:
+        consumer = AIOKafkaConsumer(source, **client, **options,
+                                    group_id=f"raw-{time.time_ns()}",
+                                    auto_offset_reset="earliest", enable_auto_commit=True)
+        await consumer.start()
     producer = AIOKafkaProducer(**client, **producer_options())
-    await consumer.start()
     await producer.start()
     done = 0
     first: float | None = None
     try:
-        while done < n:
+        while n is None or done < n:
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 if first is None:
@@ -103,7 +125,7 @@ async def raw_passthrough(settings: Settings, source: str, target: str, n: int) 
     finally:
         await producer.stop()
         await consumer.stop()
-    assert first is not None
+    assert first is not None and n is not None
     return n / (time.perf_counter() - first)
 
 
@@ -170,7 +192,11 @@ class BenchWorker:
 
 async def offered_load(settings: Settings, records: list[LogRecord], rate: float
                        ) -> dict[str, float]:
-    """Offer ``records`` at ``rate`` events/s; end-to-end latency percentiles in ms."""
+    """Offer ``records`` at ``rate`` events/s to the events topic; latency percentiles in ms.
+
+    The latency of an event is from its send to the arrival of the record with its
+    event id on the predictions topic.
+    """
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     # A short fetch wait, so the measuring consumer adds no latency of its own.
@@ -264,4 +290,27 @@ async def run_pipeline_bench(settings: Settings, n: int, *, latency_seconds: flo
             say(f"      p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms")
     finally:
         worker.stop()
+    say("    the raw loop's latency at the same rates (the floor)…")
+    raw = settings.model_copy(update={"events_topic": raw_in, "predictions_topic": raw_out})
+    await _raw_latency(raw, result, simulated_traffic(first_user=3_000_000), latency_seconds,
+                       say)
     return result
+
+
+async def _raw_latency(settings: Settings, result: PipelineResult,
+                       more: Iterator[LogRecord], latency_seconds: float,
+                       say: Callable[[str], None]) -> None:
+    """The raw passthrough's latency at the offered rates the worker was measured at."""
+    loop = asyncio.create_task(raw_passthrough(settings, settings.events_topic,
+                                               settings.predictions_topic, None))
+    try:
+        await asyncio.sleep(1.0)  # started, and at the end of the topic
+        for level, worker_lat in result.latency_ms.items():
+            rate = worker_lat["offered_eps"]
+            batch = list(itertools.islice(more, max(200, int(rate * latency_seconds))))
+            result.raw_latency_ms[level] = lat = await offered_load(settings, batch, rate)
+            say(f"      {level}: p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms")
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
