@@ -212,6 +212,7 @@ async def _admit_chunk(worker: Worker, messages: list[Message], windows: TableWi
                        outbox: Outbox, current: CurrentRecord, track_offsets: bool) -> Scoring:
     """Admit a chunk of records, send their window updates and start scoring them."""
     ready = _admit_batch(worker, messages, windows, outbox, current)
+    windows.flush()  # each window's last state in this chunk goes to the changelog
     sent = await outbox.send()  # window changelog, dead letters, re-keyed events
     if track_offsets:
         remember_persisted_offsets(worker.table, sent)

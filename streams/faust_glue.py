@@ -7,7 +7,8 @@ its changelog record the same way, and the default Monitor sensor records
 statistics on every event. Here the worker sends straight through Faust's
 own aiokafka producer (so Faust's flush-before-commit still covers every
 message: at-least-once holds), writes windows to the table's store and its
-changelog directly, and runs a Monitor without the per-event hooks.
+changelog directly (one changelog record per window and chunk), and runs a
+Monitor without the per-event hooks.
 """
 
 from __future__ import annotations
@@ -107,11 +108,15 @@ class Outbox:
 
 
 class TableWindows(MutableMapping[bytes, bytes]):
-    """The window table as a plain mapping: reads and writes its store, queues changelog records.
+    """The window table as a plain mapping: reads and writes its store, collects changelog records.
 
-    Writes go to the store at once (a user's next event in the same batch sees
-    them) and to the changelog through the :class:`Outbox`, on the partition
-    the caller names -- the record's own partition, as Faust would choose.
+    Writes go to the store at once (a user's next event in the same chunk sees
+    them); their changelog records wait for :meth:`flush`, which queues each
+    key's latest value on the :class:`Outbox`, on the partition the caller
+    named for it -- the record's own partition, as Faust would choose. The
+    changelog is compacted, so a window's earlier states within one chunk
+    would be dropped anyway: under load a user has several events per chunk,
+    and each state is a full window (up to a kilobyte) for the producer to send.
     """
 
     def __init__(self, table: Any, outbox: Outbox) -> None:
@@ -120,6 +125,8 @@ class TableWindows(MutableMapping[bytes, bytes]):
         self.outbox = outbox
         self.changelog = table.changelog_topic.get_topic_name()
         self.partition = 0
+        # Key -> (latest value, or None for a deletion; its changelog partition).
+        self.unsent: dict[bytes, tuple[bytes | None, int]] = {}
 
     def __getitem__(self, key: bytes) -> bytes:
         return self.store[key]  # type: ignore[no-any-return]
@@ -130,17 +137,24 @@ class TableWindows(MutableMapping[bytes, bytes]):
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.store[key] = value
-        self.outbox.add(self.changelog, key, value, self.partition)
+        self.unsent[key] = (value, self.partition)
 
     def __delitem__(self, key: bytes) -> None:
         del self.store[key]
-        self.outbox.add(self.changelog, key, None, self.partition)
+        self.unsent[key] = (None, self.partition)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.store)
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def flush(self) -> None:
+        """Queue the latest value of every key written since the last flush on the outbox."""
+        changelog, add = self.changelog, self.outbox.add
+        for key, (value, partition) in self.unsent.items():
+            add(changelog, key, value, partition)
+        self.unsent.clear()
 
 
 def remember_persisted_offsets(table: Any, futures: list[Any]) -> None:
