@@ -99,12 +99,22 @@ class Outbox:
             if batch is None:
                 batch = batches[(topic, partition)] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:  # batch full
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                futures.append(await _send_batch(producer, batch, topic, partition))
                 batch = batches[(topic, partition)] = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
         for (topic, partition), batch in batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            futures.append(await _send_batch(producer, batch, topic, partition))
         return futures
+
+
+async def _send_batch(producer: Any, batch: Any, topic: str, partition: int) -> Any:
+    """Hand a complete record batch to the producer, to be sent without lingering."""
+    # aiokafka lets an open batch linger (producer_linger) for more records that the
+    # outbox never adds; a closed one is sent with the producer's next request. The
+    # linger would delay every prediction, and the next chunk's batch for the same
+    # partition waits until this one has left.
+    batch.close()
+    return await producer.send_batch(batch, topic, partition=partition)
 
 
 class TableWindows(MutableMapping[bytes, bytes]):
