@@ -179,6 +179,10 @@ def query_features(query: str | None, spec: EncodingSpec) -> list[int]:
     return slots
 
 
+# Distinct queries an Encoder remembers the features of (see Encoder.query_slots).
+QUERY_MEMORY = 8192
+
+
 def encoding_tag(spec: EncodingSpec, items: Vocabulary, categories: Vocabulary) -> int:
     """The 16-bit tag of an encoding (spec and vocabularies) that stored windows carry."""
     digest = hashlib.sha256(orjson.dumps(spec.to_dict(), option=orjson.OPT_SORT_KEYS))
@@ -202,6 +206,8 @@ class Encoder:
         # and both vocabularies -- stamped on every stored window, so that a worker serving
         # another bundle (streams/hot_swap.py) does not read an old window as its own.
         self.vocab_tag = encoding_tag(spec, items, categories)
+        self._no_query = tuple(query_features(None, spec))
+        self._queries: dict[str, tuple[int, ...]] = {}
 
     def pack(self, event: Event, previous_ts_ms: int | None) -> bytes:
         """One event as a packed record (the bytes a window stores)."""
@@ -212,8 +218,25 @@ class Encoder:
             ACTION_INDEX[event.type] + 1,  # 0 is padding
             gap_bucket(gap, self.spec),
             event_hash(event.event_id),
-            *query_features(event.query, self.spec),
+            *self.query_slots(event.query),
         )
+
+    def query_slots(self, query: str | None) -> tuple[int, ...]:
+        """:func:`query_features` of a scrubbed query, remembered for the queries seen lately.
+
+        Shoppers repeat each other's searches, and hashing a query's words and
+        n-grams costs more than the rest of encoding its event. The memory holds
+        scrubbed text only (as the events do), at most QUERY_MEMORY queries, and
+        is emptied when full.
+        """
+        if not query:
+            return self._no_query
+        slots = self._queries.get(query)
+        if slots is None:
+            if len(self._queries) >= QUERY_MEMORY:
+                self._queries.clear()
+            slots = self._queries[query] = tuple(query_features(query, self.spec))
+        return slots
 
     def encode(self, event: Event, previous_ts_ms: int | None) -> np.ndarray:
         """One event as a 0-d record of :func:`record_dtype`."""
