@@ -7,10 +7,15 @@ import subprocess
 
 import numpy as np
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from streams.contracts import ACTION_INDEX, ACTIONS, REASONS, Event
-from streams.metrics import PROBABILITY_BUCKETS, WorkerMetrics, probability_bucket
+from streams.metrics import (
+    PROBABILITY_BUCKETS,
+    WorkerMetrics,
+    observe_all,
+    probability_bucket,
+)
 from streams.online import HIT_AT, OnlineAccuracy
 
 HOUR_MS = 3_600_000
@@ -82,6 +87,18 @@ def test_model_info_lag_and_latency():
     assert sample(metrics, "shopcast_event_to_prediction_seconds_sum") == pytest.approx(10.5)
     assert sample(metrics, "shopcast_append_to_prediction_seconds_count") == 1  # None skipped
     assert sample(metrics, "shopcast_append_to_prediction_seconds_sum") == pytest.approx(0.01)
+
+
+def test_observe_all_equals_one_observe_per_amount():
+    amounts = [0.0, 0.005, 0.0051, 0.02, 0.5, 1.0, 7.5, 10_000.0] + [0.01] * 5
+    one_by_one, at_once = (CollectorRegistry(), CollectorRegistry())
+    single = Histogram("h", "latency", registry=one_by_one, buckets=(0.005, 0.01, 0.5, 1.0))
+    bulk = Histogram("h", "latency", registry=at_once, buckets=(0.005, 0.01, 0.5, 1.0))
+    for amount in amounts:
+        single.observe(amount)
+    observe_all(bulk, amounts)
+    observe_all(bulk, [])
+    assert generate_latest(at_once) == generate_latest(one_by_one)
 
 
 @pytest.mark.parametrize(("p", "bucket"), [(0.0, "0.1"), (0.1, "0.1"), (0.1001, "0.2"),
