@@ -246,3 +246,45 @@ def test_faust_flush_returns_with_messages_unsent_when_a_hand_off_is_slow():
 def test_the_fixed_flush_waits_for_every_hand_off():
     sent, queued = asyncio.run(flush_with(faust_fixes._flush, 3, 0.25))
     assert sent == queued
+
+
+# --- bulk acknowledgements (streams/bulk_consumer.py) ------------------------------------------
+
+def test_a_bulk_ack_does_what_one_faust_ack_per_record_does():
+    from collections import defaultdict
+    from weakref import WeakSet
+
+    from faust.types.tuples import ConsumerMessage as Message
+
+    from streams.bulk_consumer import BulkConsumer
+
+    tps = [TP("events", 0), TP("events", 1)]
+
+    def consumer():
+        return SimpleNamespace(
+            _unacked_messages=WeakSet(), _committed_offset=defaultdict(lambda: None, {tps[1]: 5}),
+            _acked_index=defaultdict(set), _acked=defaultdict(list), _n_acked=0,
+            _waiting_for_ack=None,
+            app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True)))
+
+    def records(target):
+        messages = [Message(tp.topic, tp.partition, offset, 0.0, 0, {}, b"k", b"v", None, tp=tp)
+                    for tp in tps for offset in (3, 4, 6, 7)]
+        messages.append(Message("events", 0, 4, 0.0, 0, {}, b"k", b"v", None, tp=tps[0]))
+        for message in messages:
+            message.tracked = message.offset != 7  # 7 never handed to processing (fix 2)
+            if message.tracked:
+                target._unacked_messages.add(message)
+        messages[0].acked = True  # acknowledged before
+        return messages
+
+    faust_fixes.apply()  # Consumer.ack with fix 2: untracked records are not acknowledged
+    faust_way, bulk_way = consumer(), consumer()
+    for message in (one_by_one := records(faust_way)):
+        Consumer.ack(faust_way, message)
+    BulkConsumer.ack_bulk(bulk_way, at_once := records(bulk_way))
+    for name in ("_committed_offset", "_acked_index", "_acked", "_n_acked"):
+        assert getattr(bulk_way, name) == getattr(faust_way, name), name
+    assert [m.acked for m in at_once] == [m.acked for m in one_by_one]
+    assert len(bulk_way._unacked_messages) == len(faust_way._unacked_messages)
+    assert bulk_way._n_acked == 3  # 4 and 6 of partition 0 and 6 of partition 1, once each
