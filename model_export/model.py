@@ -109,10 +109,14 @@ class CausalSelfAttention(nn.Module):
         when ``last_only``: every position is still a key.
         """
         B, T, C = x.shape  # noqa: N806 - the conventional shape names
-        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         if last_only:
-            q, allowed, cos_q, sin_q = q[:, -1:], allowed[:, :, -1:], cos[-1:], sin[-1:]
+            # One query, but keys and values for every position: project them apart.
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], w[:C], b[:C])  # (B, 1, C)
+            k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)  # (B, T, C) each
+            allowed, cos_q, sin_q = allowed[:, :, -1:], cos[-1:], sin[-1:]
         else:
+            q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
             cos_q, sin_q = cos, sin
         Q = q.shape[1]  # noqa: N806 - number of queries: T, or 1
         q = q.view(B, Q, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, Q, D)
@@ -306,13 +310,16 @@ class NextActionModel(nn.Module):
         copyable = items >= FIRST_TOKEN  # (B, T)
         scores = scores.masked_fill(~copyable[:, None], torch.finfo(scores.dtype).min)
         att = F.softmax(scores, dim=-1)  # (B, S, T)
-        copy = att.new_zeros((B, S, self.cfg.n_items)).scatter_add(
-            2, items[:, None, :].expand(-1, S, -1), att)[..., FIRST_TOKEN:]  # (B, S, V - 3)
         g = torch.sigmoid(self.copy_gate(last))  # (B, S)
         g = torch.where(copyable.any(dim=1, keepdim=True), g, torch.ones_like(g))
-        per_slot = g[..., None] * generate + (1.0 - g[..., None]) * copy  # (B, S, V - 3)
         weights = F.softmax(self.slot_head(last), dim=-1)  # (B, S)
-        return (per_slot * weights[..., None]).sum(dim=1)  # (B, V - 3)
+        # sum over slots of weight * (g * generate + (1 - g) * copy), with the slots'
+        # copy weights summed per window position first: one scatter of T values per
+        # row instead of S catalogue-sized copy distributions.
+        generated = ((weights * g)[..., None] * generate).sum(dim=1)  # (B, V - 3)
+        copied = ((weights * (1.0 - g))[..., None] * att).sum(dim=1)  # (B, T)
+        copy = copied.new_zeros((B, self.cfg.n_items)).scatter_add(1, items, copied)
+        return generated + copy[:, FIRST_TOKEN:]  # (B, V - 3)
 
     def action_logits(self, h: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., 5) next-action logits."""
