@@ -166,9 +166,9 @@ class WorkerMetrics:
         by_type = Tally(r.event.type for r in ready)
         for kind, n in by_type.items():
             self.events.labels(kind).inc(n)
+        observe_all(self.window_length, [r.window_length for r in ready])
         new_windows = duplicates = 0
         for r in ready:
-            self.window_length.observe(r.window_length)
             duplicates += r.duplicate
             # A new window; the sweep sets the users gauge exactly once a minute, counting
             # new windows keeps it current in between.

@@ -25,7 +25,7 @@ HIT_AT = 10
 
 @dataclass(slots=True)
 class _Last:
-    items: np.ndarray  # top-10 item vocabulary indices
+    items: list[int]  # top-10 item vocabulary indices
     action: int
     # The oldest purchase prediction not yet resolved: (probability, event time ms).
     purchase_p: float
@@ -55,22 +55,30 @@ class OnlineAccuracy:
         """
         m = self.metrics
         now = time.time()
+        # Plain Python values for the whole batch at once, and the counters added up once
+        # at the end: numpy scalars and a locked increment per event cost more than the
+        # scoring itself in this thread.
+        tops = top_items[:, :HIT_AT].tolist()
+        actions = next_action.argmax(axis=1).tolist()
+        purchases = purchase.tolist()
+        items = item_hits = scored = correct = 0
         for row, event in enumerate(events):
             last = self._last.pop(event.user_id, None)
-            p, p_ts = float(purchase[row]), event.ts_ms
+            p, p_ts = purchases[row], event.ts_ms
             if last is not None:
                 if item_index[row] > 2:  # the event has an item the model knows
-                    m.online_item.inc()
-                    if item_index[row] in last.items:
-                        m.online_item_hits.inc()
-                m.online_action.inc()
-                if ACTION_INDEX[event.type] == last.action:
-                    m.online_action_correct.inc()
+                    items += 1
+                    item_hits += item_index[row] in last.items
+                scored += 1
+                correct += ACTION_INDEX[event.type] == last.action
                 p, p_ts = self._resolve_purchase(last, event, p, p_ts)
-            self._last[event.user_id] = _Last(top_items[row, :HIT_AT].copy(),
-                                              int(next_action[row].argmax()), p, p_ts, now)
+            self._last[event.user_id] = _Last(tops[row], actions[row], p, p_ts, now)
             if len(self._last) > self.max_users:
                 self._last.popitem(last=False)
+        for counter, n in ((m.online_item, items), (m.online_item_hits, item_hits),
+                           (m.online_action, scored), (m.online_action_correct, correct)):
+            if n:
+                counter.inc(n)
         if self.idle_s is not None:
             # Least recently seen first (a user's entry moves to the end on every event).
             while self._last and now - next(iter(self._last.values())).seen_s > self.idle_s:
