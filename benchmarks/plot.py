@@ -4,6 +4,9 @@
     shopcast bench inference --json > benchmarks/results/inference.json
     python benchmarks/plot.py
 
+(and, when present, results/pipeline_before.json and pipeline_one_block.json: other
+runs whose workers are drawn beside the default one; see README.md for their commands)
+
 writes benchmarks/throughput.png, benchmarks/latency.png and
 benchmarks/inference.png next to this file.
 """
@@ -21,6 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
+# Other pipeline runs drawn beside the default one: results file -> bar label.
+OTHER_RUNS = {
+    "pipeline_before.json": "worker before\n(4ecddb3)",
+    "pipeline_one_block.json": "worker, 1-block\nmodel",
+}
 
 
 def last_json(path: Path) -> dict:
@@ -31,16 +39,29 @@ def last_json(path: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def throughput(pipeline: dict) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = ["raw aiokafka\npassthrough", "shopcast worker\n(scoring)"]
+def throughput(pipeline: dict, others: dict[str, dict]) -> None:
+    """The raw loop and the worker of ``pipeline``, and the workers of other runs.
+
+    Each worker bar is labelled with the ratio to the raw loop of its own run.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    names = ["raw aiokafka\npassthrough", "shopcast worker\n(default bundle)"]
     values = [pipeline["raw_eps"], pipeline["worker_eps"]]
-    bars = ax.bar(names, values, color=["#888888", "#2b6cb0"])
-    for bar, value in zip(bars, values, strict=True):
-        ax.annotate(f"{value:,.0f}/s", (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center", va="bottom")
+    ratios = [None, pipeline["throughput_ratio"]]
+    for name, run in others.items():
+        names.append(name)
+        values.append(run["worker_eps"])
+        ratios.append(run["throughput_ratio"])
+    colours = ["#888888", "#2b6cb0"] + ["#90b4dd"] * len(others)
+    bars = ax.bar(names, values, color=colours)
+    for bar, value, ratio in zip(bars, values, ratios, strict=True):
+        label = f"{value:,.0f}/s" + (f"\nratio {ratio:.3f}" if ratio is not None else "")
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                    va="bottom", fontsize=8)
+    ax.set_yscale("log")
     ax.set_ylabel("events per second")
-    ax.set_title(f"Throughput, same broker and log (ratio {pipeline['throughput_ratio']:.2f})")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title("Throughput (each ratio against the raw loop of its own run)")
     fig.tight_layout()
     fig.savefig(HERE / "throughput.png", dpi=120)
 
@@ -89,7 +110,9 @@ def main() -> None:
     done = []
     if (RESULTS / "pipeline.json").exists():
         pipeline = last_json(RESULTS / "pipeline.json")
-        throughput(pipeline)
+        others = {label: last_json(RESULTS / name) for name, label in OTHER_RUNS.items()
+                  if (RESULTS / name).exists()}
+        throughput(pipeline, others)
         latency(pipeline)
         done += ["throughput.png", "latency.png"]
     if (RESULTS / "inference.json").exists():
