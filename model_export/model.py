@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch spelling
@@ -161,6 +161,8 @@ class Encoded(NamedTuple):
 class NextActionModel(nn.Module):
     """The sequence model; :meth:`forward` gives hidden states and the pointer's memory."""
 
+    inv_freq: torch.Tensor  # a buffer: rotary frequencies, (D/2,)
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -221,7 +223,7 @@ class NextActionModel(nn.Module):
         causal = idx[None, :] <= idx[:, None]  # (T, T)
         allowed = (causal[None] & valid[:, None, :]) | (idx[None, :] == idx[:, None])[None]
         allowed = allowed[:, None]  # (B, 1, T, T)
-        *lower, top = self.blocks
+        *lower, top = cast(list[Block], list(self.blocks))
         for block in lower:
             x = block(x, cos, sin, allowed)
         memory = top.ln_1(x)  # (B, T, C), computed again inside top: cheap, and keeps it simple

@@ -167,7 +167,10 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def forget_unacked(self, messages: list[Message]) -> None:
         """Stop waiting for acks of ``messages`` that were tracked but not acknowledged."""
-        self._unacked_messages.difference_update(m for m in messages if not m.acked)
+        unacked = self._unacked_messages
+        for message in messages:
+            if not message.acked:
+                unacked.discard(message)
 
     async def wait_empty(self) -> None:
         """Faust's wait for outstanding acks on stop, bounded (see STOP_ACK_WAIT_S)."""

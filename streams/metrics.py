@@ -46,7 +46,7 @@ FUNNEL_STEP = {"browse": "browse", "search": "browse", "click": "click",
                "add_to_cart": "add_to_cart", "purchase": "purchase"}
 # Byte offset of the action inside a window record (streams.encoding.record_dtype). The
 # stored action is ACTION_INDEX + 1 (0 is padding).
-ACTION_OFFSET = record_dtype(EncodingSpec()).fields["action"][1]
+ACTION_OFFSET = record_dtype(EncodingSpec()).fields["action"][1]  # type: ignore[index]
 SEARCH_CODE = ACTION_INDEX["search"] + 1
 CLICK = "click"
 
