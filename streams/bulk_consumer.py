@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
@@ -221,10 +221,8 @@ class CurrentRecord:
 
 
 def ack_all(consumer: Any, messages: list[Message]) -> None:
-    """Acknowledge processed records so their offsets can be committed."""
-    if isinstance(consumer, BulkConsumer):
-        consumer.ack_bulk(messages)
-        return
-    ack = cast(Callable[[Message], bool], consumer.ack)
-    for message in messages:
-        ack(message)
+    """Acknowledge processed records so their offsets can be committed.
+
+    Bulk records only ever come from the BulkConsumer that :func:`install` put in place.
+    """
+    consumer.ack_bulk(messages)
