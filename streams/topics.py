@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,6 +127,21 @@ async def list_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str,
     async with _admin(settings, timeout) as admin:
         described = await asyncio.wait_for(admin.describe_topics(), timeout)
     return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+
+
+async def delete_topics(settings: Settings, names: Iterable[str] = (),
+                        prefixes: Iterable[str] = (), *, timeout: float = 30.0) -> list[str]:
+    """Delete the named topics and every topic starting with one of ``prefixes``, if present.
+
+    Returns the names deleted (none present is not an error).
+    """
+    wanted, starts = set(names), tuple(prefixes)
+    async with _admin(settings, timeout) as admin:
+        found = [n for n in await asyncio.wait_for(admin.list_topics(), timeout)
+                 if n in wanted or (starts and n.startswith(starts))]
+        if found:
+            await asyncio.wait_for(admin.delete_topics(found), timeout)
+    return found
 
 
 @contextlib.asynccontextmanager

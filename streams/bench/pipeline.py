@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from streams.eventlog import LogRecord
 from streams.kafka_config import client_kwargs
 from streams.replay import Pacing, producer_options, replay
 from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.topics import TopicsError, delete_topics, ensure_topics
 from streams.traffic import simulated_traffic
 
 LOAD_FRACTIONS = (0.25, 0.50, 0.75)
@@ -248,10 +249,31 @@ def bench_settings(settings: Settings, run: str) -> Settings:
 
 
 async def run_pipeline_bench(settings: Settings, n: int, *, latency_seconds: float = 15.0,
+                             keep_topics: bool = False,
                              say: Callable[[str], None] = print) -> PipelineResult:
-    """Measure (a) raw, (b) worker and the latency at three offered loads."""
+    """Measure (a) raw, (b) worker and the latency at three offered loads.
+
+    The run's topics (``bench-<run>.*``, a few hundred MB at 100k events) and its state
+    directory are deleted at the end, also after a failure, unless ``keep_topics``.
+    """
     run = f"{int(time.time())}"
     settings = bench_settings(settings, run)
+    try:
+        return await _measure(settings, run, n, latency_seconds, say)
+    finally:
+        if keep_topics:
+            say(f"kept the topics bench-{run}.* and {settings.data_dir}")
+        else:
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+            try:
+                deleted = await delete_topics(settings, prefixes=[f"bench-{run}"], timeout=60)
+                say(f"deleted the run's {len(deleted)} topics (bench-{run}.*)")
+            except TopicsError as exc:  # never hide the run's own error behind this one
+                say(f"could not delete the topics bench-{run}.*: {exc}")
+
+
+async def _measure(settings: Settings, run: str, n: int, latency_seconds: float,
+                   say: Callable[[str], None]) -> PipelineResult:
     raw_in, raw_out = f"bench-{run}.raw-in", f"bench-{run}.raw-out"
     await ensure_topics(settings)
     await ensure_topics(settings.model_copy(update={

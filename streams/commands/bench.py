@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--events", type=int, default=100_000, help="events in the log")
     pipe.add_argument("--latency-seconds", type=float, default=15.0,
                       help="seconds of offered load per latency level (default: 15)")
+    pipe.add_argument("--keep-topics", action="store_true",
+                      help="keep the run's bench-<run>.* topics and state (default: delete them)")
     pipe.add_argument("--json", action="store_true", help="print one JSON line at the end")
     inf = sub.add_parser("inference", help="per-event cost of the model: batch sizes, "
                          "onnxruntime vs PyTorch eager, int8 vs fp32")
@@ -64,7 +66,8 @@ def _pipeline(settings, args, say):  # type: ignore[no-untyped-def]
         say(f"no SHOPCAST_BOOTSTRAP_SERVERS: using the embedded broker at {broker.bootstrap}")
     try:
         result = asyncio.run(run_pipeline_bench(settings, args.events,
-                                                latency_seconds=args.latency_seconds, say=say))
+                                                latency_seconds=args.latency_seconds,
+                                                keep_topics=args.keep_topics, say=say))
     finally:
         if broker is not None:
             broker.stop()

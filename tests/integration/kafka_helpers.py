@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.kafka_config import client_kwargs
 from streams.settings import Settings
+from streams.topics import delete_topics
 
 Key = str | bytes | None
 Value = bytes | str | dict | list | None  # dict/list are sent as JSON; None is a tombstone
@@ -151,25 +152,8 @@ def json_values(records: Iterable[ConsumerRecord]) -> list[Any]:
 
 async def adelete_topics(settings: Settings, names: Iterable[str] = (),
                          prefixes: Iterable[str] = (), *, timeout: float = 30.0) -> list[str]:
-    """Delete the named topics and every topic starting with one of ``prefixes``, if present.
-
-    Returns the names deleted.
-    """
-    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
-    wanted, starts = set(names), tuple(prefixes)
-
-    async def delete() -> list[str]:
-        await admin.start()
-        found = [n for n in await admin.list_topics()
-                 if n in wanted or (starts and n.startswith(starts))]
-        if found:
-            await admin.delete_topics(found)
-        return found
-
-    try:
-        return await asyncio.wait_for(delete(), timeout)
-    finally:
-        await admin.close()
+    """Delete the named topics and every topic starting with one of ``prefixes``, if present."""
+    return await delete_topics(settings, names, prefixes, timeout=timeout)
 
 
 async def adelete_topics_with_prefix(settings: Settings, prefix: str, *,

@@ -7,6 +7,7 @@ benchmarks/, not to tests on a shared machine.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import sys
 import orjson
 import pytest
 
+from streams.topics import list_topics
 from tests.integration.workers import REPO
 
 pytestmark = pytest.mark.integration
@@ -42,3 +44,7 @@ def test_the_pipeline_bench_prints_both_throughputs_and_latency_with_its_floor(s
             assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     # Progress goes to stderr, the JSON line alone to stdout.
     assert "(a) raw aiokafka passthrough" in result.stderr
+    # A run leaves nothing behind on the broker: a few hundred MB per run at 100k events.
+    assert "deleted the run's" in result.stderr
+    left = [t for t in asyncio.run(list_topics(settings)) if t.startswith("bench-")]
+    assert left == []
