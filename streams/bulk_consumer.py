@@ -32,6 +32,9 @@ from mode.utils.futures import notify
 log = logging.getLogger(__name__)
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
+# Waits until the handler's work still under way (records handed over but not yet
+# acknowledged) is done: called before partitions are revoked, so their commit covers it.
+Settle = Callable[[], Awaitable[None]]
 # Hand over at most this many records at once, so a partition with a deep
 # backlog cannot keep the others (and the heartbeat of the event loop) waiting.
 MAX_BULK = 2048
@@ -61,7 +64,17 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: BulkHandler | None = None
+    bulk_settle: Settle | None = None
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Let the handler finish what it took on, then revoke as Faust does (with fix 3)."""
+        if revoked and self.bulk_settle is not None:
+            try:
+                await self.bulk_settle()
+            except Exception as exc:  # not acknowledged: read again by the next owner
+                log.warning("records under way before the rebalance failed (%r)", exc)
+        await super().on_partitions_revoked(revoked)
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -185,15 +198,18 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
 
 def install(app: Any, topics: set[str], handler: BulkHandler, *,
-            fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+            settle: Settle | None = None, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     """Make ``app`` deliver ``topics`` in bulk to ``handler`` (call before the worker starts).
 
     A fetch returns what has arrived, waiting at most ``fetch_max_wait_ms`` for the first
     record: each fetched batch is one handler call, so this bounds how long a batch waits
-    to fill (Apache Kafka answers as soon as a record arrives; tansu waits it out).
+    to fill (Apache Kafka answers as soon as a record arrives; tansu waits it out). A
+    handler that returns before its batch is acknowledged gives ``settle``, which waits
+    for that; it runs before partitions are revoked.
     """
     consumer_cls = type("ShopcastBulkConsumer", (BulkConsumer,),
                         {"bulk_topics": frozenset(topics), "bulk_handler": staticmethod(handler),
+                         "bulk_settle": staticmethod(settle) if settle else None,
                          "fetch_max_wait_ms": max(1, fetch_max_wait_ms)})
     app.transport.Consumer = consumer_cls
 
