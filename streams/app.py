@@ -225,9 +225,11 @@ class Finishing:
         """
         task = self._task
         if task is not None:
-            await asyncio.shield(task)
-            if self._task is task:
-                self._task = None
+            try:
+                await asyncio.shield(task)
+            finally:
+                if self._task is task and task.done():
+                    self._task = None
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
