@@ -4,8 +4,8 @@
     shopcast bench inference --json > benchmarks/results/inference.json
     python benchmarks/plot.py
 
-(and, when present, results/pipeline_before.json and pipeline_one_block.json: other
-runs whose workers are drawn beside the default one; see README.md for their commands)
+(and, when present, results/pipeline_previous.json, pipeline_before.json and
+pipeline_one_block.json: other runs whose workers are drawn beside the default one; see README.md for their commands)
 
 writes benchmarks/throughput.png, benchmarks/latency.png and
 benchmarks/inference.png next to this file.
@@ -26,8 +26,9 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 # Other pipeline runs drawn beside the default one: results file -> bar label.
 OTHER_RUNS = {
+    "pipeline_previous.json": "worker previous\n(3ccfca2)",
     "pipeline_before.json": "worker before\n(4ecddb3)",
-    "pipeline_one_block.json": "worker, 1-block\nmodel",
+    "pipeline_one_block.json": "worker, 1-block\nmodel (1606111)",
 }
 
 
