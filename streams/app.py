@@ -153,9 +153,9 @@ def _wire(worker: Worker) -> None:
 
     async def process(messages: list[Message]) -> None:
         # Admitting a chunk (the event loop) overlaps with scoring the previous one (the
-        # scorer thread), also across fetched batches: the last chunk of a batch finishes
-        # while the next batch is admitted. On two cores that nearly doubles throughput,
-        # and at moderate load (one chunk per fetch) it is what keeps a cycle short.
+        # scorer thread): on two cores that nearly doubles throughput. The overlap goes on
+        # across fetched batches -- the last chunk of a batch finishes while the next batch
+        # is admitted -- since at moderate load a fetch is a single chunk.
         if worker.models is not None and worker.models.pending is not None:
             await finishing.settle()  # the old model scores nothing once the new one serves
         hot_swap.between_batches(worker)  # a new bundle takes over between batches only
