@@ -284,15 +284,24 @@ class NextActionModel(nn.Module):
         """
         T = h.shape[1]  # noqa: N806
         att, has_copy = self.copy_attention(h, memory, items)  # (B, S, T, T), (B, T)
-        h_n = h[where]  # (N, C)
+        att_n = att.permute(0, 2, 1, 3)[where]  # (N, S, T)
+        sources = items[:, None, :].expand(-1, T, -1)[where]  # (N, T) copyable items
+        return self.mixture_nll(h[where], att_n, sources, has_copy[where], target, slot)
+
+    def mixture_nll(self, h_n: torch.Tensor, att_n: torch.Tensor, sources: torch.Tensor,
+                    can: torch.Tensor, target: torch.Tensor, slot: torch.Tensor
+                    ) -> torch.Tensor:
+        """-log P(target | slot) for N chosen positions, as (N,).
+
+        ``h_n`` (N, C) their hidden states, ``att_n`` (N, S, T) their copy attention,
+        ``sources`` (N, T) the items they may copy and ``can`` (N,) whether there is any.
+        """
+        T = att_n.shape[-1]  # noqa: N806
         log_gen = -F.cross_entropy(self.item_logits(h_n, slot), target - FIRST_TOKEN,
                                    reduction="none")  # (N,)
-        att_n = att.permute(0, 2, 1, 3)[where]  # (N, S, T)
         att_n = att_n.gather(1, slot[:, None, None].expand(-1, 1, T)).squeeze(1)  # (N, T)
-        sources = items[:, None, :].expand(-1, T, -1)[where]  # (N, T) copyable items
         p_copy = (att_n * (sources == target[:, None])).sum(dim=-1)  # (N,)
         z = self.copy_gate(h_n).gather(1, slot[:, None]).squeeze(1)  # (N,)
-        can = has_copy[where]
         log_g = torch.where(can, F.logsigmoid(z), torch.zeros_like(z))
         # clamp: log(0) would give a NaN gradient even where the branch has no weight
         log_c = torch.where(can, F.logsigmoid(-z) + torch.log(p_copy.clamp_min(1e-12)),

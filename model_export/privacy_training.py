@@ -114,18 +114,8 @@ class _SequenceLoss(nn.Module):
         target = torch.where(next_item >= 0, next_item, FIRST_TOKEN)  # (T,)
         slot = _slot_of(next_action, m.cfg.item_slots)  # (T,)
         att, has_copy = m.copy_attention(h.unsqueeze(0), memory, items)  # (1, S, T, T), (1, T)
-        log_gen = -F.cross_entropy(m.item_logits(h, slot), target - FIRST_TOKEN,
-                                   reduction="none")  # (T,)
-        att_t = att[0].permute(1, 0, 2)  # (T, S, T)
-        att_t = att_t.gather(1, slot[:, None, None].expand(-1, 1, T)).squeeze(1)  # (T, T)
         sources = items[0][None, :].expand(T, -1)  # (T, T) copyable items
-        p_copy = (att_t * (sources == target[:, None])).sum(dim=-1)  # (T,)
-        z = m.copy_gate(h).gather(1, slot[:, None]).squeeze(1)  # (T,)
-        can = has_copy[0]
-        log_g = torch.where(can, F.logsigmoid(z), torch.zeros_like(z))
-        log_c = torch.where(can, F.logsigmoid(-z) + torch.log(p_copy.clamp_min(1e-12)),
-                            torch.full_like(z, -1e4))
-        nll = -torch.logaddexp(log_g + log_gen, log_c)
+        nll = m.mixture_nll(h, att[0].permute(1, 0, 2), sources, has_copy[0], target, slot)
         return nll + F.cross_entropy(m.slot_logits(h), slot, reduction="none")
 
 

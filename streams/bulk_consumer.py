@@ -29,6 +29,8 @@ from faust.types import Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from streams.faust_fixes import reseek
+
 log = logging.getLogger(__name__)
 
 BulkHandler = Callable[[list[Message]], Awaitable[None]]
@@ -67,14 +69,43 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     bulk_settle: Settle | None = None
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
 
+    # Revocations so far; a batch fetched before one is stale (see _hand_over).
+    _revocations = 0
+    _handing: asyncio.Lock | None = None
+
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Let the handler finish what it took on, then revoke as Faust does (with fix 3)."""
+        self._revocations += 1
         if revoked and self.bulk_settle is not None:
-            try:
-                await self.bulk_settle()
-            except Exception as exc:  # not acknowledged: read again by the next owner
-                log.warning("records under way before the rebalance failed (%r)", exc)
+            async with self._handing_lock():  # the batch being handed over, then the rest
+                try:
+                    await self.bulk_settle()
+                except Exception as exc:  # not acknowledged: read again by the next owner
+                    log.warning("records under way before the rebalance failed (%r)", exc)
         await super().on_partitions_revoked(revoked)
+
+    def _handing_lock(self) -> asyncio.Lock:
+        if self._handing is None:
+            self._handing = asyncio.Lock()
+        return self._handing
+
+    async def _hand_over(self, batch: list[Message], revocations: int) -> None:
+        """Give ``batch`` to the handler -- unless a rebalance began since it was fetched.
+
+        The revocation's commit has then been made without it, and the partitions go back
+        to their committed offsets (to this worker or another one): processing it here too
+        would only predict its events twice. It is not acknowledged, and the partitions
+        are sought to their committed offsets once more (as faust_fixes' fix 1 does for a
+        stale fetch), so whatever it held is read again -- here or by the next owner.
+        """
+        async with self._handing_lock():
+            if self._revocations == revocations:
+                await self.bulk_handler(batch)  # type: ignore[misc]
+                return
+        self.forget_unacked(batch)
+        log.info("a rebalance overtook %d fetched records; they are read again from the "
+                 "committed offsets", len(batch))
+        await reseek(self)
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -92,6 +123,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         track_bulk = self.track_bulk
         bulk_topics = self.bulk_topics
         handler = self.bulk_handler
+        hand_over = self._hand_over
         batch: list[Message] = []
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -99,6 +131,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 await asyncio.sleep(0)
                 if self.should_stop:
                     break
+                revocations = self._revocations
                 async for tp, message in getmany(timeout=1.0):
                     offset = message.offset
                     r_offset = get_read_offset(tp)
@@ -115,16 +148,16 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         batch.append(message)
                         set_read_offset(tp, offset)
                         if len(batch) >= MAX_BULK:
-                            await handler(batch)
+                            await hand_over(batch, revocations)
                             batch = []
                         continue
                     if batch:  # keep the order of records across topics
-                        await handler(batch)  # type: ignore[misc]
+                        await hand_over(batch, revocations)
                         batch = []
                     await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
                 if batch:
-                    await handler(batch)  # type: ignore[misc]
+                    await hand_over(batch, revocations)
                 if self._n_acked >= (self._commit_every or float("inf")):
                     self._n_acked = 0
                     await self.commit()
