@@ -30,8 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from streams.settings import load_settings  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
-from tests.integration.kafka_helpers import adelete_topics_with_prefix  # noqa: E402
+from streams.topics import delete_topics, ensure_topics  # noqa: E402
 from tests.integration.reliability import crash_run, reference_run, toy_stream  # noqa: E402
 
 
@@ -52,7 +51,7 @@ def one_run(bootstrap: str, bundle: Path, events: list[dict], standby: int,
                         timeout=600)
     finally:
         if not keep_topics:
-            asyncio.run(adelete_topics_with_prefix(settings, run_id, timeout=60))
+            asyncio.run(delete_topics(settings, prefixes=[run_id], timeout=60))
     delivery = run.delivery
     differing = delivery.mismatches(reference)
     return {

@@ -5,7 +5,8 @@
     python benchmarks/plot.py
 
 (and, when present, results/pipeline_previous.json, pipeline_before.json and
-pipeline_one_block.json: other runs whose workers are drawn beside the default one; see README.md for their commands)
+pipeline_one_block.json: other runs whose workers are drawn beside the default one; see
+README.md for their commands)
 
 writes benchmarks/throughput.png, benchmarks/latency.png and
 benchmarks/inference.png next to this file.

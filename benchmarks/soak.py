@@ -339,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _delete_topics(settings: Settings, prefix: str) -> None:
-    from tests.integration.kafka_helpers import adelete_topics_with_prefix
+    from streams.topics import delete_topics
 
     try:
-        asyncio.run(adelete_topics_with_prefix(settings, prefix, timeout=30))
+        asyncio.run(delete_topics(settings, prefixes=[prefix], timeout=30))
     except Exception as exc:  # cleanup must not hide the figures
         print(f"could not delete the topics of {prefix}: {exc}")
 

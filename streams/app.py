@@ -156,7 +156,7 @@ def _wire(worker: Worker) -> None:
         # scorer thread): on two cores that nearly doubles throughput. The overlap goes on
         # across fetched batches -- the last chunk of a batch finishes while the next batch
         # is admitted -- since at moderate load a fetch is a single chunk.
-        if worker.models is not None and worker.models.pending is not None:
+        if hot_swap.swap_waiting(worker):
             await finishing.settle()  # the old model scores nothing once the new one serves
         hot_swap.between_batches(worker)  # a new bundle takes over between batches only
         current.enter()

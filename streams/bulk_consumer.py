@@ -122,7 +122,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         acks_enabled_for = self.app.topics.acks_enabled_for
         track_bulk = self.track_bulk
         bulk_topics = self.bulk_topics
-        handler = self.bulk_handler
+        bulk_enabled = self.bulk_handler is not None
         hand_over = self._hand_over
         batch: list[Message] = []
         try:
@@ -142,7 +142,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         # Offsets without records (transaction markers, compaction)
                         # must count as acked or commits would stall behind them.
                         await self._add_gap(tp, r_offset + 1, offset)
-                    if message.topic in bulk_topics and handler is not None:
+                    if bulk_enabled and message.topic in bulk_topics:
                         # BULK: collect; one handler call per fetched batch.
                         track_bulk(message)
                         batch.append(message)

@@ -280,11 +280,16 @@ def serve(worker: Any, model: Model) -> None:
     log.warning("now serving model %s from %s", model.bundle.model_version, model.bundle.path)
 
 
+def swap_waiting(worker: Any) -> bool:
+    """True when a verified new bundle waits for :func:`between_batches` to install it."""
+    watcher: BundleWatcher | None = getattr(worker, "models", None)
+    return watcher is not None and watcher.pending is not None
+
+
 def between_batches(worker: Any) -> None:
     """Install a verified new bundle, if one is waiting (the hook at the start of a batch)."""
-    watcher: BundleWatcher | None = getattr(worker, "models", None)
-    if watcher is not None and watcher.pending is not None:
-        model = watcher.take()
+    if swap_waiting(worker):
+        model = worker.models.take()
         if model is not None:
             serve(worker, model)
 

@@ -38,7 +38,7 @@ import pytest
 from streams.embedded_broker import EmbeddedBroker, free_port
 from streams.kafka_config import client_kwargs
 from streams.settings import Settings, load_settings
-from streams.topics import TopicResult, ensure_topics, topic_specs
+from streams.topics import TopicResult, delete_topics, ensure_topics, topic_specs
 from tests.integration import kafka_helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -367,7 +367,7 @@ def make_topics(kafka_bootstrap: str, unique_id: str
     names = {spec.name for settings in used for spec in topic_specs(settings)}
     prefixes = {unique_id} | {f"{settings.app_id}-" for settings in used}
     try:
-        asyncio.run(kafka_helpers.adelete_topics(used[0], names, prefixes, timeout=30))
+        asyncio.run(delete_topics(used[0], names, prefixes, timeout=30))
     except Exception as exc:  # cleanup must not fail the test
         print(f"could not delete the topics of {unique_id}: {exc}")
 

@@ -24,7 +24,6 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.kafka_config import client_kwargs
 from streams.settings import Settings
-from streams.topics import delete_topics
 
 Key = str | bytes | None
 Value = bytes | str | dict | list | None  # dict/list are sent as JSON; None is a tombstone
@@ -149,18 +148,6 @@ def json_values(records: Iterable[ConsumerRecord]) -> list[Any]:
 
 
 # --- topics ----------------------------------------------------------------------------------
-
-async def adelete_topics(settings: Settings, names: Iterable[str] = (),
-                         prefixes: Iterable[str] = (), *, timeout: float = 30.0) -> list[str]:
-    """Delete the named topics and every topic starting with one of ``prefixes``, if present."""
-    return await delete_topics(settings, names, prefixes, timeout=timeout)
-
-
-async def adelete_topics_with_prefix(settings: Settings, prefix: str, *,
-                                     timeout: float = 30.0) -> list[str]:
-    """Delete every topic whose name starts with ``prefix``; return their names."""
-    return await adelete_topics(settings, prefixes=[prefix], timeout=timeout)
-
 
 async def acreate_topic(settings: Settings, name: str, partitions: int = 1,
                         config: dict[str, str] | None = None, *, timeout: float = 30.0) -> None:
