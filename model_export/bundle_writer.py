@@ -19,20 +19,15 @@ from streams.bundle import (
     ITEMS_FILE,
     MANIFEST,
     MODEL_FILE,
-    NEWEST_MODEL_FILE,
     REPORT_FILE,
     encoding_section,
     file_sha256,
 )
-from streams.encoding import EVENT_STATES, MODEL_INPUTS, EncodingSpec, Vocabulary
+from streams.encoding import MODEL_INPUTS, EncodingSpec, Vocabulary
 
 
-def io_section(spec: EncodingSpec, top_k: int, state_shape: tuple[int, int] | None = None
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The manifest's ``inputs`` and ``outputs``: names, dtypes and shapes of the ONNX graph.
-
-    ``state_shape`` (lower blocks, width) when the graph also returns ``event_states``.
-    """
+def io_section(spec: EncodingSpec, top_k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest's ``inputs`` and ``outputs``: names, dtypes and shapes of the ONNX graph."""
     inputs: list[dict[str, Any]] = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]}
                                     for n in MODEL_INPUTS if n != "queries"]
     inputs.append({"name": "queries", "dtype": "int64",
@@ -44,9 +39,6 @@ def io_section(spec: EncodingSpec, top_k: int, state_shape: tuple[int, int] | No
         {"name": "purchase_probability", "dtype": "float32", "shape": ["batch"]},
         {"name": "next_event_seconds", "dtype": "float32", "shape": ["batch"]},
     ]
-    if state_shape is not None:
-        outputs.append({"name": EVENT_STATES, "dtype": "float32",
-                        "shape": ["batch", "seq", *state_shape]})
     return inputs, outputs
 
 
@@ -54,13 +46,8 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
                  categories: Vocabulary, top_k: int, horizon_seconds: int, ttl_seconds: int,
                  model: dict[str, Any], training_data: dict[str, Any], metrics: dict[str, Any],
                  report: dict[str, Any], quantized: bool,
-                 extra_files: dict[str, Path] | None = None,
-                 newest_onnx_file: Path | None = None) -> Path:
-    """Write a complete bundle at ``out`` (replacing a bundle already there) and return it.
-
-    ``newest_onnx_file`` is the incremental graph; ``onnx_file`` must then
-    return ``event_states`` as its last output.
-    """
+                 extra_files: dict[str, Path] | None = None) -> Path:
+    """Write a complete bundle at ``out`` (replacing a bundle already there) and return it."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise FileExistsError(f"{out} exists and is not a model bundle; refusing to replace it. "
@@ -71,8 +58,6 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
         shutil.rmtree(staging)
     staging.mkdir()
     shutil.copyfile(onnx_file, staging / MODEL_FILE)
-    if newest_onnx_file is not None:
-        shutil.copyfile(newest_onnx_file, staging / NEWEST_MODEL_FILE)
     (staging / ITEMS_FILE).write_bytes(items.to_json())
     (staging / CATEGORIES_FILE).write_bytes(categories.to_json())
     (staging / REPORT_FILE).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -80,9 +65,7 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
         shutil.copyfile(source, staging / name)
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    state_shape = ((int(model["n_layers"]) - 1, int(model["d_model"]))
-                   if newest_onnx_file is not None else None)
-    inputs, outputs = io_section(spec, top_k, state_shape)
+    inputs, outputs = io_section(spec, top_k)
     manifest = {
         "format_version": FORMAT_VERSION,
         "model_version": f"{created}-{files[MODEL_FILE][:6]}",
@@ -91,7 +74,6 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
         "inputs": inputs,
         "outputs": outputs,
         "top_k": top_k,
-        **({"newest_model": NEWEST_MODEL_FILE} if newest_onnx_file is not None else {}),
         "purchase_horizon_seconds": horizon_seconds,
         "window_ttl_seconds": ttl_seconds,
         "model": model,

@@ -6,11 +6,6 @@ the example's sequence length into reshapes, and a graph that only works for
 one length would pass a single-shape test, so the parity check runs real
 windows at several batch sizes and lengths and fails the export when onnxruntime
 and PyTorch disagree by more than :data:`PARITY_TOLERANCE`.
-
-A model with two or more blocks also gets the incremental graph
-(``model_newest.onnx``, :class:`NewestPredictor`): the same predictions from
-the states the full graph returned for the user's earlier events. Its parity
-check feeds it the full graph's states, as the worker does.
 """
 
 from __future__ import annotations
@@ -30,9 +25,9 @@ import torch
 from model_export.bundle_writer import write_bundle
 from model_export.checkpoint import Checkpoint
 from model_export.data import EventLog, Prepared, prepare, read_events
-from model_export.model import NewestPredictor, NextActionModel, Predictor
+from model_export.model import NextActionModel, Predictor
 from streams.bundle import load_bundle
-from streams.encoding import EVENT_STATES, MODEL_INPUTS, MODEL_OUTPUTS, NEWEST_STATES
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -58,36 +53,18 @@ class ParityResult:
 
 def export_onnx(model: NextActionModel, path: Path, top_k: int = DEFAULT_TOP_K) -> Path:
     """Export the model's :class:`Predictor` to ONNX with dynamic batch and sequence axes."""
-    return _export(Predictor(model, top_k), path, _example_inputs(model.cfg.query_slots),
-                   MODEL_INPUTS, MODEL_OUTPUTS + (EVENT_STATES,))
-
-
-def export_newest_onnx(model: NextActionModel, path: Path, top_k: int = DEFAULT_TOP_K) -> Path:
-    """Export the incremental graph (:class:`NewestPredictor`), same axes plus the states."""
-    example = _example_inputs(model.cfg.query_slots)
-    b, t = example[0].shape
-    states = torch.zeros(b, t, model.cfg.n_layers - 1, model.cfg.d_model)
-    return _export(NewestPredictor(model, top_k), path, (*example, states),
-                   MODEL_INPUTS + (EVENT_STATES,), MODEL_OUTPUTS + (NEWEST_STATES,))
-
-
-def has_newest_graph(model: NextActionModel) -> bool:
-    """Whether the model has lower blocks whose states the incremental graph can reuse."""
-    return model.cfg.n_layers >= 2
-
-
-def _export(module: torch.nn.Module, path: Path, example: tuple[torch.Tensor, ...],
-            inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Path:
     from torch.export import Dim
 
+    predictor = Predictor(model, top_k).eval()
+    example = _example_inputs(model.cfg.query_slots)
     batch, seq = Dim("batch"), Dim("seq")
-    dynamic = {name: {0: batch, 1: seq} for name in inputs}
+    dynamic = {name: {0: batch, 1: seq} for name in MODEL_INPUTS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's chatter about axis names
         _quiet_exporter_logs()
         program = torch.onnx.export(
-            module.eval(), example, dynamo=True, dynamic_shapes=dynamic, opset_version=OPSET,
-            input_names=list(inputs), output_names=list(outputs), verbose=False)
+            predictor, example, dynamo=True, dynamic_shapes=dynamic, opset_version=OPSET,
+            input_names=list(MODEL_INPUTS), output_names=list(MODEL_OUTPUTS), verbose=False)
     assert program is not None
     program.save(str(path))
     return path
@@ -162,68 +139,26 @@ def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, tor
             full = model.item_probs(encoded, inputs["items"]).numpy()
             full = np.pad(full, ((0, 0), (3, 0)))  # columns back to vocabulary indices
         got = session.run(list(MODEL_OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
-        worst = max(worst, _compare(got, ref, full, b, t))
+        action, items, scores, purchase, seconds = got
+        if items.shape != ref[1].shape or (items < 3).any():
+            raise ExportError(f"ONNX top_items has shape {items.shape} or reserved indices at "
+                              f"batch {b}, length {t}")
+        diffs = {
+            "next_action": np.abs(action - ref[0]).max(),
+            "top_scores": np.abs(scores - ref[2]).max(),
+            "top_items (their PyTorch probability)":
+                np.abs(np.take_along_axis(full, items, axis=1) - scores).max(),
+            "purchase_probability": np.abs(purchase - ref[3]).max(),
+            # Seconds span 0..1e6: compare on the log scale the head predicts in.
+            "next_event_seconds (log1p)": np.abs(np.log1p(seconds) - np.log1p(ref[4])).max(),
+        }
+        for name, diff in diffs.items():
+            if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+                raise ExportError(f"ONNX and PyTorch disagree on {name} by {diff:.3g} (limit "
+                                  f"{PARITY_TOLERANCE:g}) at batch {b}, length {t}: the export "
+                                  "is broken; the bundle was not written")
+            worst = max(worst, float(diff))
     return ParityResult(worst, shapes)
-
-
-def newest_parity_check(model: NextActionModel, onnx_path: Path, newest_path: Path,
-                        samples: dict[str, torch.Tensor], top_k: int = DEFAULT_TOP_K
-                        ) -> ParityResult:
-    """The incremental graph, fed the full graph's states of the window before, against PyTorch.
-
-    The earlier window carries two more positions of padding than the current
-    one, as when a user's earlier window was scored in a batch of longer ones.
-    Raises :class:`ExportError` like :func:`parity_check`.
-    """
-    import onnxruntime as ort
-
-    predictor = Predictor(model, top_k).eval()
-    full_graph = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    newest = ort.InferenceSession(str(newest_path), providers=["CPUExecutionProvider"])
-    n, length = samples["actions"].shape
-    shapes = sorted({(1, 2), (1, length), (min(3, n), min(7, length)), (n, length)})
-    worst = 0.0
-    for b, t in shapes:
-        inputs = {k: v[:b, -t:].contiguous().numpy() for k, v in samples.items()}
-        earlier = {k: np.concatenate([np.zeros_like(v[:, :2]), v[:, :-1]], axis=1)
-                   for k, v in inputs.items()}
-        (states,) = full_graph.run([EVENT_STATES], earlier)
-        states = np.concatenate([states[:, 2:], np.zeros_like(states[:, :1])], axis=1)
-        got = newest.run(list(MODEL_OUTPUTS), {**inputs, EVENT_STATES: states})
-        torch_inputs = [torch.from_numpy(inputs[k]) for k in MODEL_INPUTS]
-        with torch.no_grad():
-            ref = [o.numpy() for o in predictor(*torch_inputs)]
-            full = model.item_probs(model(*torch_inputs), torch_inputs[0]).numpy()
-            full = np.pad(full, ((0, 0), (3, 0)))
-        worst = max(worst, _compare(got, ref, full, b, t, graph="incremental graph"))
-    return ParityResult(worst, shapes)
-
-
-def _compare(got: list[np.ndarray], ref: list[np.ndarray], full: np.ndarray, b: int, t: int,
-             graph: str = "ONNX") -> float:
-    """Largest difference of onnxruntime's outputs from PyTorch's; raises past the tolerance.
-
-    ``full`` is PyTorch's whole next-item distribution, by vocabulary index.
-    """
-    action, items, scores, purchase, seconds = got
-    if items.shape != ref[1].shape or (items < 3).any():
-        raise ExportError(f"{graph} top_items has shape {items.shape} or reserved indices at "
-                          f"batch {b}, length {t}")
-    diffs = {
-        "next_action": np.abs(action - ref[0]).max(),
-        "top_scores": np.abs(scores - ref[2]).max(),
-        "top_items (their PyTorch probability)":
-            np.abs(np.take_along_axis(full, items, axis=1) - scores).max(),
-        "purchase_probability": np.abs(purchase - ref[3]).max(),
-        # Seconds span 0..1e6: compare on the log scale the head predicts in.
-        "next_event_seconds (log1p)": np.abs(np.log1p(seconds) - np.log1p(ref[4])).max(),
-    }
-    for name, diff in diffs.items():
-        if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
-            raise ExportError(f"{graph} and PyTorch disagree on {name} by {diff:.3g} (limit "
-                              f"{PARITY_TOLERANCE:g}) at batch {b}, length {t}: the export "
-                              "is broken; the bundle was not written")
-    return float(max(diffs.values()))
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -259,20 +194,12 @@ def export_bundle(checkpoint: Checkpoint, out: Path | str, *, top_k: int = DEFAU
     top_k = min(top_k, checkpoint.config.n_items - 3)
     with tempfile.TemporaryDirectory(prefix="shopcast-export-") as tmp:
         work = Path(tmp)
-        exported = export_onnx(model, work / "exported.onnx", top_k)
-        fusions = fuse_for_onnxruntime(exported, work / "fp32.onnx", model)
+        onnx_path = export_onnx(model, work / "exported.onnx", top_k)
+        fusions = fuse_for_onnxruntime(onnx_path, work / "fp32.onnx", model)
         onnx_path = work / "fp32.onnx"
         parity = parity_check(model, onnx_path, checkpoint.samples, top_k)
         common = _bundle_fields(checkpoint, top_k)
         common["model"]["parity"] = parity.to_dict()
-        newest_path: Path | None = None
-        if has_newest_graph(model):
-            exported = export_newest_onnx(model, work / "newest_exported.onnx", top_k)
-            fuse_for_onnxruntime(exported, work / "newest_fp32.onnx", model)
-            newest_path = work / "newest_fp32.onnx"
-            common["model"]["newest_parity"] = newest_parity_check(
-                model, onnx_path, newest_path, checkpoint.samples, top_k).to_dict()
-        common["newest_onnx_file"] = newest_path
         common["model"]["exporter"] = {"name": "torch.onnx.export(dynamo=True)", "opset": OPSET,
                                        "torch": torch.__version__,
                                        "onnxruntime_fusions": fusions}
@@ -291,9 +218,6 @@ def export_bundle(checkpoint: Checkpoint, out: Path | str, *, top_k: int = DEFAU
         if int8:
             assert log is not None
             onnx_path = quantize_int8(onnx_path, work / "int8.onnx")
-            if newest_path is not None:  # a cache hit must score like a miss
-                newest_path = quantize_int8(newest_path, work / "newest_int8.onnx")
-                common["newest_onnx_file"] = newest_path
             staged = write_bundle(work / "int8", onnx_file=onnx_path, metrics={}, report={},
                                   quantized=True, **common)
             fp32 = report["model"]

@@ -156,9 +156,6 @@ class Encoded(NamedTuple):
 
     hidden: torch.Tensor  # (B, T, C) final hidden states; (B, 1, C) when last_only
     memory: torch.Tensor  # (B, T, C) each event as the last block sees it: the pointer's keys
-    # (B, T, L - 1, C) the lower blocks' output per position (B, 1, L - 1, C from
-    # forward_newest): what a later call for the same user can reuse
-    states: torch.Tensor
 
 
 class NextActionModel(nn.Module):
@@ -209,68 +206,28 @@ class NextActionModel(nn.Module):
         With ``last_only`` the last block runs for the last position alone, so
         ``hidden`` is (B, 1, C): what serving needs, for about half the work.
         """
-        x = self.embed(items, categories, actions, gaps, queries)
-        cos, sin, allowed = self._positions(actions)
-        *lower, top = cast(list[Block], list(self.blocks))
-        states = []
-        for block in lower:
-            x = block(x, cos, sin, allowed)
-            states.append(x)
-        return self._top(top, x, cos, sin, allowed, last_only, states)
-
-    def forward_newest(self, items: torch.Tensor, categories: torch.Tensor,
-                       actions: torch.Tensor, gaps: torch.Tensor, queries: torch.Tensor,
-                       states: torch.Tensor) -> Encoded:
-        """:meth:`forward` with ``last_only``, reusing the lower blocks' earlier work.
-
-        ``states`` (B, T, L - 1, C) are the lower blocks' outputs for every
-        position but the newest (its row is ignored), as an earlier call
-        returned them for the same events. Attention is causal and rotary, so
-        an event's states do not change when later events arrive or when the
-        window is padded differently: the lower blocks run for the newest
-        position only, which is the same computation up to float rounding.
-        """
-        x = self.embed(items, categories, actions, gaps, queries)
-        cos, sin, allowed = self._positions(actions)
-        *lower, top = cast(list[Block], list(self.blocks))
-        newest = []
-        for i, block in enumerate(lower):
-            y = block(x, cos, sin, allowed, last_only=True)  # (B, 1, C)
-            newest.append(y)
-            x = torch.cat([states[:, :-1, i], y], dim=1)  # this block's output everywhere
-        return self._top(top, x, cos, sin, allowed, True, newest)
-
-    def embed(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
-              gaps: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """(B, T) inputs and (B, T, S) query features -> (B, T, C) event embeddings."""
+        T = actions.shape[1]  # noqa: N806
+        valid = actions > 0  # (B, T) left padding has action 0
         q_emb = self.query(queries)  # (B, T, S, C), empty slots embed to zero
         q_count = (queries > 0).sum(dim=2, keepdim=True).clamp(min=1)  # (B, T, 1)
         x = (self.item(items) + self.category(categories) + self.action(actions)
              + self.gap(gaps) + q_emb.sum(dim=2) / q_count)  # (B, T, C)
-        return cast(torch.Tensor, self.drop(x))
-
-    def _positions(self, actions: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rotary cos and sin (T, D/2) and which keys each query may read (B, 1, T, T)."""
-        T = actions.shape[1]  # noqa: N806
-        valid = actions > 0  # (B, T) left padding has action 0
+        x = self.drop(x)
         # Rotary angles depend on the position only; computed here so any T works.
         pos = torch.arange(T, device=actions.device, dtype=torch.float32)  # (T,)
         angles = pos[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        cos, sin = angles.cos(), angles.sin()
         # A query reads earlier real events and itself: a padding position reads only
         # itself, so no softmax row is ever empty (no NaN) and real rows never see padding.
         idx = torch.arange(T, device=actions.device)
         causal = idx[None, :] <= idx[:, None]  # (T, T)
         allowed = (causal[None] & valid[:, None, :]) | (idx[None, :] == idx[:, None])[None]
-        return angles.cos(), angles.sin(), allowed[:, None]
-
-    def _top(self, top: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-             allowed: torch.Tensor, last_only: bool, states: list[torch.Tensor]) -> Encoded:
+        allowed = allowed[:, None]  # (B, 1, T, T)
+        *lower, top = cast(list[Block], list(self.blocks))
+        for block in lower:
+            x = block(x, cos, sin, allowed)
         memory = top.ln_1(x)  # (B, T, C), computed again inside top: cheap, and keeps it simple
-        hidden = self.ln_f(top(x, cos, sin, allowed, last_only))
-        B, T, C = x.shape  # noqa: N806
-        stacked = torch.stack(states, dim=2) if states else x.new_zeros((B, T, 0, C))
-        return Encoded(hidden, memory, stacked)
+        return Encoded(self.ln_f(top(x, cos, sin, allowed, last_only)), memory)
 
     # -- next item: per slot, generate from the catalogue or copy from the window --------
 
@@ -389,11 +346,7 @@ class NextActionModel(nn.Module):
 
 
 class Predictor(nn.Module):
-    """The bundle's ONNX interface: the last position's predictions, top-k inside the graph.
-
-    Besides the five predictions the graph returns ``event_states``, the lower
-    blocks' output per position, which :class:`NewestPredictor` reuses.
-    """
+    """The bundle's ONNX interface: the last position's predictions, top-k inside the graph."""
 
     def __init__(self, model: NextActionModel, top_k: int) -> None:
         super().__init__()
@@ -402,17 +355,10 @@ class Predictor(nn.Module):
         self.top_k = min(top_k, model.cfg.n_items - FIRST_TOKEN)
 
     def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
-                gaps: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Inputs (B, T) and (B, T, S) -> the five predictions and event_states.
-
-        Predictions: next_action, top_items, top_scores, purchase, seconds;
-        ``event_states`` is (B, T, L - 1, C).
-        """
+                gaps: torch.Tensor, queries: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase, seconds."""
         encoded = self.model(items, categories, actions, gaps, queries, last_only=True)
-        return self.predictions(encoded, items)
-
-    def predictions(self, encoded: Encoded, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The graph's outputs from the encoded windows."""
         h = encoded.hidden[:, -1]  # (B, C)
         next_action = F.softmax(self.model.action_logits(h), dim=-1)  # (B, 5)
         probs = self.model.item_probs(encoded, items)  # (B, V - 3)
@@ -420,21 +366,4 @@ class Predictor(nn.Module):
         top_items = top + FIRST_TOKEN  # back to vocabulary indices
         purchase = torch.sigmoid(self.model.purchase_logit(h))  # (B,)
         seconds = torch.expm1(self.model.log_seconds(h)).clamp(min=0.0)  # (B,)
-        return next_action, top_items, top_scores, purchase, seconds, encoded.states
-
-
-class NewestPredictor(Predictor):
-    """The incremental graph: the same predictions from the earlier events' states.
-
-    Inputs are the :class:`Predictor`'s plus ``event_states`` (B, T, L - 1, C)
-    (the newest row is ignored); the last output is the newest event's states,
-    (B, 1, L - 1, C), to append for the user's next event.
-    """
-
-    def forward(self, items: torch.Tensor, categories: torch.Tensor,  # type: ignore[override]
-                actions: torch.Tensor, gaps: torch.Tensor, queries: torch.Tensor,
-                event_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Like :meth:`Predictor.forward`, with the lower blocks run for the newest event only."""
-        encoded = self.model.forward_newest(items, categories, actions, gaps, queries,
-                                            event_states)
-        return self.predictions(encoded, items)
+        return next_action, top_items, top_scores, purchase, seconds

@@ -87,7 +87,7 @@ def set_determinism(seed: int, threads: int) -> None:
 
 def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The four head losses of a batch of training sequences."""
-    h, memory, _ = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C) each
+    h, memory = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C) each
     out = {}
     has_action = batch["next_action"] >= 0  # (B, T)
     out["action"] = F.cross_entropy(model.action_logits(h[has_action]),

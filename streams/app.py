@@ -39,7 +39,7 @@ from streams.metrics import WorkerMetrics
 from streams.online import OnlineAccuracy
 from streams.pipeline import Incoming, Pipeline, Ready, Rekey
 from streams.retention import SweepResult, sweep
-from streams.scorer import Scorer, scorer_for
+from streams.scorer import Scorer
 from streams.settings import Settings
 from streams.topics import WINDOW_TABLE, rekey_topic
 from streams.window import window_header
@@ -75,8 +75,6 @@ class Worker:
         messages, scores = self.scorer.predict(events, [r.records for r in ready],
                                                scored_at=scored_at)
         self.metrics.inference.observe(time.perf_counter() - started)
-        self.metrics.event_states.labels("reused").inc(scores.reused)
-        self.metrics.event_states.labels("computed").inc(len(ready) - scores.reused)
         self.metrics.observe_admitted(ready)
         self.online.observe(events, [r.item_index for r in ready],
                             scores.top_items, scores.next_action, scores.purchase_probability)
@@ -91,7 +89,7 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
     metrics = metrics or WorkerMetrics()
     metrics.set_model(bundle.model_version, str(bundle.manifest["created_at"]),
                       bundle.horizon_seconds)
-    scorer = scorer_for(bundle, settings)
+    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     secret = settings.pseudonym_secret.get_secret_value().encode() \
         if settings.pseudonym_secret else None
@@ -338,8 +336,6 @@ def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
         worker.table.send_changelog(partition, key, None, value_serializer="raw")
         worker.metrics.users.dec()
     worker.online.forget(request.user_id)
-    if worker.scorer.states is not None:
-        worker.scorer.states.forget(request.user_id)
     worker.metrics.erasures.inc()
     audit.send_soon(key=request.request_id.encode(), value=confirmation(
         request, window_deleted=stored is not None, partition=partition,

@@ -6,10 +6,7 @@ model's input and output names -- and refuses a bundle that does not match,
 with a message that says which part and what to do.
 
 Files: ``model.onnx``, ``manifest.json``, ``items.json``, ``categories.json``,
-``evaluation.json`` (the evaluation report), optionally plots and
-``model_newest.onnx``, the incremental graph (see ``streams.event_states``):
-a bundle that has it also lists ``event_states`` as the last output of
-``model.onnx``.
+``evaluation.json`` (the evaluation report) and optionally plots.
 """
 
 from __future__ import annotations
@@ -22,18 +19,11 @@ from typing import Any
 import orjson
 
 from streams.contracts import ACTIONS
-from streams.encoding import (
-    EVENT_STATES,
-    MODEL_INPUTS,
-    MODEL_OUTPUTS,
-    EncodingSpec,
-    Vocabulary,
-)
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, EncodingSpec, Vocabulary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
-NEWEST_MODEL_FILE = "model_newest.onnx"
 ITEMS_FILE = "items.json"
 CATEGORIES_FILE = "categories.json"
 REPORT_FILE = "evaluation.json"
@@ -62,12 +52,6 @@ class Bundle:
     def model_path(self) -> Path:
         """Path of the ONNX file."""
         return self.path / MODEL_FILE
-
-    @property
-    def newest_model_path(self) -> Path | None:
-        """Path of the incremental ONNX graph, or None for a bundle exported without one."""
-        name = self.manifest.get("newest_model")
-        return self.path / name if name else None
 
     @property
     def top_k(self) -> int:
@@ -156,15 +140,9 @@ def _vocabulary(root: Path, manifest: dict[str, Any], key: str, filename: str) -
 def _check_io(root: Path, manifest: dict[str, Any]) -> None:
     inputs = [i.get("name") for i in manifest.get("inputs", [])]
     outputs = [o.get("name") for o in manifest.get("outputs", [])]
-    newest = manifest.get("newest_model")
-    if newest is not None and (newest != NEWEST_MODEL_FILE
-                               or newest not in manifest.get("files", {})):
-        raise BundleError(f"{root}: the manifest names the incremental graph {newest!r}; "
-                          f"expected {NEWEST_MODEL_FILE}, listed with its sha256")
-    expected = MODEL_OUTPUTS + ((EVENT_STATES,) if newest else ())
-    if tuple(inputs) != MODEL_INPUTS or tuple(outputs) != expected:
+    if tuple(inputs) != MODEL_INPUTS or tuple(outputs) != MODEL_OUTPUTS:
         raise BundleError(f"{root}: model inputs {inputs} / outputs {outputs} differ from the "
-                          f"encoding's {list(MODEL_INPUTS)} / {list(expected)}")
+                          f"encoding's {list(MODEL_INPUTS)} / {list(MODEL_OUTPUTS)}")
 
 
 def encoding_section(spec: EncodingSpec, items: Vocabulary, categories: Vocabulary

@@ -36,11 +36,6 @@ MODEL_INPUTS: tuple[str, ...] = ("items", "categories", "actions", "gaps", "quer
 MODEL_OUTPUTS: tuple[str, ...] = (
     "next_action", "top_items", "top_scores", "purchase_probability", "next_event_seconds",
 )
-# The incremental pair (bundles exported since the per-user state cache): the full graph
-# also returns the lower blocks' output per event, and a second graph takes them back for
-# a user's earlier events and returns the newest event's.
-EVENT_STATES = "event_states"
-NEWEST_STATES = "newest_states"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from streams.encoding import FIRST_TOKEN, Encoder, EncodingSpec, Vocabulary
 from streams.metrics import WorkerMetrics
 from streams.online import OnlineAccuracy
 from streams.pipeline import Pipeline
-from streams.scorer import Scorer, scorer_for
+from streams.scorer import Scorer
 from streams.settings import Settings
 from streams.window import UserWindow, WindowFormatError, window_header
 
@@ -89,7 +89,7 @@ def prepare(path: Path, settings: Settings) -> Model:
         raise BundleError(f"{path}: no readable {MANIFEST}")
     # Load from the resolved directory: the link may be switched again while this runs.
     bundle = load_bundle(identity[0])
-    scorer = scorer_for(bundle, settings)
+    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     smoke_test(scorer, encoder)
     if settings.window_length is not None and settings.window_length > bundle.spec.max_len:

@@ -73,10 +73,6 @@ class WorkerMetrics:
                                "by user.", registry=r)
         self.batch_size = Histogram("shopcast_batch_size_events", "Events per scoring batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.event_states = Counter(
-            "shopcast_scored_windows", "Windows scored, by whether the earlier events' states "
-            "were reused from the state cache (incremental graph) or computed (full graph).",
-            ["states"], registry=r)
         self.inference = Histogram("shopcast_inference_seconds",
                                    "Time of one ONNX call for a batch.",
                                    buckets=LATENCY_BUCKETS, registry=r)

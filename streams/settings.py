@@ -70,9 +70,6 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, le=100)
     max_future_seconds: int = Field(24 * 3600, ge=0)
     inference_threads: int = Field(1, ge=1, le=64)
-    # Users whose event states the scorer keeps, so a user's next event is scored by the
-    # incremental graph (streams/event_states.py); at most 12.5 KB each. 0 turns it off.
-    state_cache_users: int = Field(20_000, ge=0, le=10_000_000)
 
     # State and guarantees
     store: Literal["memory", "rocksdb"] = "memory"

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import orjson
 
 from streams.bundle import load_bundle
-from streams.encoding import EVENT_STATES, MODEL_INPUTS, MODEL_OUTPUTS, NEWEST_STATES
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS
 
 
 def test_tiny_bundle_loads_and_lists_every_file(tiny_bundle):
@@ -25,24 +25,16 @@ def test_tiny_bundle_loads_and_lists_every_file(tiny_bundle):
 def test_onnx_graph_has_symbolic_batch_and_sequence(tiny_bundle):
     session = ort.InferenceSession(str(tiny_bundle / "model.onnx"))
     assert tuple(i.name for i in session.get_inputs()) == MODEL_INPUTS
-    assert tuple(o.name for o in session.get_outputs()) == MODEL_OUTPUTS + (EVENT_STATES,)
-    newest = ort.InferenceSession(str(tiny_bundle / "model_newest.onnx"))
-    assert tuple(i.name for i in newest.get_inputs()) == MODEL_INPUTS + (EVENT_STATES,)
-    assert tuple(o.name for o in newest.get_outputs()) == MODEL_OUTPUTS + (NEWEST_STATES,)
-    for inp in session.get_inputs() + newest.get_inputs():
+    assert tuple(o.name for o in session.get_outputs()) == MODEL_OUTPUTS
+    for inp in session.get_inputs():
         assert isinstance(inp.shape[0], str) and isinstance(inp.shape[1], str)
     for batch, seq in [(1, 1), (2, 9), (5, 33)]:
         feeds = {n: np.ones((batch, seq), np.int64) for n in MODEL_INPUTS[:4]}
         feeds["queries"] = np.zeros((batch, seq, 4), np.int64)
-        action, items, scores, purchase, seconds, states = session.run(None, feeds)
+        action, items, scores, purchase, seconds = session.run(None, feeds)
         assert action.shape == (batch, 5) and items.shape == (batch, 20)
         assert (items >= 3).all() and np.all(np.diff(scores, axis=1) <= 0)
         assert purchase.shape == seconds.shape == (batch,)
-        assert states.shape == (batch, seq, 1, 32)  # 2 blocks, d_model 32
-        *predictions, newest_states = newest.run(None, {**feeds, EVENT_STATES: states})
-        assert newest_states.shape == (batch, 1, 1, 32)
-        assert [p.shape for p in predictions] == [action.shape, items.shape, scores.shape,
-                                                  purchase.shape, seconds.shape]
 
 
 def test_the_graph_uses_onnxruntime_s_fused_gelu_and_still_matches_pytorch(tiny_bundle):
@@ -55,6 +47,3 @@ def test_the_graph_uses_onnxruntime_s_fused_gelu_and_still_matches_pytorch(tiny_
     assert fused == manifest["n_layers"] == manifest["exporter"]["onnxruntime_fusions"]["BiasGelu"]
     assert not any(node.op_type == "Erf" for node in graph.node)
     assert manifest["parity"]["max_abs_diff"] <= manifest["parity"]["tolerance"]
-    newest = onnx.load(str(tiny_bundle / "model_newest.onnx")).graph
-    assert sum(node.op_type == "BiasGelu" for node in newest.node) == manifest["n_layers"]
-    assert manifest["newest_parity"]["max_abs_diff"] <= manifest["newest_parity"]["tolerance"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model_export.model import ModelConfig, NewestPredictor, NextActionModel, Predictor
+from model_export.model import ModelConfig, NextActionModel, Predictor
 from streams.encoding import EncodingSpec
 
 SPEC = EncodingSpec(max_len=12)
@@ -33,7 +33,7 @@ def window(batch=3, length=10, seed=0, pad=0):
 def run(model, x):
     """Every per-position output used in training, as (B, T, F)."""
     with torch.no_grad():
-        h, memory, _ = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
+        h, memory = model(x["items"], x["categories"], x["actions"], x["gaps"], x["queries"])
         att, _ = model.copy_attention(h, memory, x["items"])  # (B, S, T, T)
         copy = att.permute(0, 2, 1, 3).flatten(2)  # (B, T, S * T)
         return torch.cat([h, model.action_logits(h), model.slot_logits(h),
@@ -60,11 +60,8 @@ def test_left_padding_does_not_change_the_prediction(model):
     padded = {k: torch.cat([torch.zeros_like(v[:, :5]), v], dim=1) for k, v in x.items()}
     with torch.no_grad():
         a, b = Predictor(model, 10)(*x.values()), Predictor(model, 10)(*padded.values())
-    for got, want in zip(b[:5], a[:5]):
+    for got, want in zip(b, a):
         assert torch.allclose(got.float(), want.float(), atol=1e-5)
-    # The lower blocks' states of real events do not depend on the padding either:
-    # the incremental graph reuses them across windows padded to other lengths.
-    assert torch.allclose(b[5][:, 5:], a[5], atol=1e-5)
     h_a = model(*x.values()).hidden
     h_b = model(*padded.values()).hidden[:, 5:]
     assert torch.allclose(h_a, h_b, atol=1e-5)
@@ -85,26 +82,6 @@ def test_the_last_position_alone_matches_the_full_computation(model, pad):
     assert torch.allclose(probs_last, probs_full, atol=1e-6)
 
 
-@pytest.mark.parametrize("pad", [0, 3])
-def test_the_newest_event_alone_matches_the_full_computation(model, pad):
-    # The incremental graph: the earlier events' states from a call on the window
-    # before the newest event (padded to another length), then one step.
-    x = window(batch=4, length=10, seed=5, pad=pad)
-    earlier = {k: torch.cat([torch.zeros_like(v[:, :2]), v[:, :-1]], dim=1) for k, v in x.items()}
-    with torch.no_grad():
-        states = model(*earlier.values()).states[:, 2:]  # (B, 9, L - 1, C)
-        states = torch.cat([states, torch.full_like(states[:, :1], 7.0)], dim=1)  # newest ignored
-        full = model(*x.values(), last_only=True)
-        step = model.forward_newest(*x.values(), states)
-        want = Predictor(model, 10)(*x.values())
-        got = NewestPredictor(model, 10)(*x.values(), states)
-    assert torch.allclose(step.hidden, full.hidden, atol=1e-5)
-    assert torch.allclose(step.memory, full.memory, atol=1e-5)
-    assert torch.allclose(step.states, full.states[:, -1:], atol=1e-5)
-    for name, g, w in zip(("action", "items", "scores", "purchase", "seconds"), got, want):
-        assert torch.allclose(g.float(), w.float(), atol=1e-5), name
-
-
 def test_fully_padded_rows_give_no_nan(model):
     x = window(length=5, pad=5)
     assert torch.isfinite(run(model, x)).all()
@@ -116,14 +93,12 @@ def test_fully_padded_rows_give_no_nan(model):
 def test_predictor_outputs_follow_the_onnx_interface(model):
     x = window(batch=4, length=8, pad=3)
     with torch.no_grad():
-        action, items, scores, purchase, time_to_next, states = Predictor(model, top_k=10)(
-            *x.values())
+        action, items, scores, purchase, time_to_next = Predictor(model, top_k=10)(*x.values())
     assert action.shape == (4, 5) and torch.allclose(action.sum(-1), torch.ones(4))
     assert items.shape == scores.shape == (4, 10) and items.dtype == torch.int64
     assert (items >= 3).all(), "reserved indices (pad, no item, unknown) are never predicted"
     assert (scores[:, :-1] >= scores[:, 1:]).all()
     assert purchase.shape == time_to_next.shape == (4,) and (time_to_next >= 0).all()
-    assert states.shape == (4, 8, model.cfg.n_layers - 1, 32)
     assert ((purchase >= 0) & (purchase <= 1)).all()
 
 
