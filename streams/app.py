@@ -1,8 +1,9 @@
 """The Faust worker: wiring only. decode -> window -> score -> send.
 
 All per-record logic lives in :mod:`streams.pipeline`, scoring in
-:mod:`streams.scorer`, online accuracy in :mod:`streams.online` and the TTL
-sweep in :mod:`streams.retention`; this module connects them to Kafka topics,
+:mod:`streams.scorer`, online accuracy in :mod:`streams.online`, the TTL
+sweep in :mod:`streams.retention` and the overlap of one chunk's sending with
+the next batch's admission in :mod:`streams.finishing`; this module connects them to Kafka topics,
 the window table (with its changelog), a thread for inference and metrics.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,6 +34,7 @@ from streams.faust_glue import (
     TableWindows,
     remember_persisted_offsets,
 )
+from streams.finishing import Finishing
 from streams.kafka_config import faust_broker_settings
 from streams.metrics import WorkerMetrics
 from streams.online import OnlineAccuracy
@@ -198,44 +199,6 @@ def _wire(worker: Worker) -> None:
         # again from the committed position, not from what this worker read before.
         for tp in revoked:
             worker.read_offsets.pop((tp.topic, tp.partition), None)
-
-
-class Finishing:
-    """The chunk being scored and sent while the event loop admits the next one.
-
-    One at a time, so predictions leave in the order their events arrived. Its error
-    (a send that failed) is raised by the next :meth:`settle`, as if it had been awaited
-    in place; logged at once in case no further batch comes.
-    """
-
-    def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, finish: Coroutine[Any, Any, None]) -> None:
-        """Run ``finish`` in the background; :meth:`settle` must have been awaited first."""
-        assert self._task is None or self._task.done(), "settle() the previous chunk first"
-        self._task = asyncio.ensure_future(finish)
-        self._task.add_done_callback(_log_failure)
-
-    async def settle(self) -> None:
-        """Wait until the chunk under way is sent and acknowledged (at once if none).
-
-        A waiter that is cancelled (a stopping worker) does not cancel the chunk: its
-        records are still acknowledged, so the stop need not wait them out.
-        """
-        task = self._task
-        if task is not None:
-            try:
-                await asyncio.shield(task)
-            finally:
-                if self._task is task and task.done():
-                    self._task = None
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("sending a scored chunk failed; its events were not acknowledged and will "
-                  "be read again", exc_info=task.exception())
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""streams.app.Finishing: a scored chunk finishes in the background, in order, and its
+"""streams.finishing.Finishing: a scored chunk finishes in the background, in order, and its
 failure is not lost."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from streams.app import Finishing
+from streams.finishing import Finishing
 
 
 def test_chunks_finish_one_after_another_in_the_order_they_were_started():
