@@ -3,8 +3,9 @@
 All per-record logic lives in :mod:`streams.pipeline`, scoring in
 :mod:`streams.scorer`, online accuracy in :mod:`streams.online`, the TTL
 sweep in :mod:`streams.retention` and the overlap of one chunk's sending with
-the next batch's admission in :mod:`streams.finishing`; this module connects them to Kafka topics,
-the window table (with its changelog), a thread for inference and metrics.
+the next batch's admission in :mod:`streams.finishing`; this module connects
+them to Kafka topics, the window table (with its changelog), a thread for
+inference and metrics.
 """
 
 from __future__ import annotations

@@ -211,12 +211,13 @@ async def prediction_span(settings: Settings, n: int) -> float:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         stamps: list[int] = []
+        deadline = time.monotonic() + 60.0
         while len(stamps) < n:
             batches = await consumer.getmany(timeout_ms=1000)
-            if not batches:
+            stamps.extend(r.timestamp for records in batches.values() for r in records)
+            if not batches and time.monotonic() > deadline:
                 raise RuntimeError(f"{settings.predictions_topic} holds {len(stamps):,} "
                                    f"predictions, expected {n:,}")
-            stamps.extend(r.timestamp for records in batches.values() for r in records)
     finally:
         await consumer.stop()
     stamps.sort()
