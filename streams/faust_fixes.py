@@ -165,9 +165,30 @@ async def rewind_uncommitted(consumer: Consumer) -> None:
         return
     earliest = await consumer.earliest_offsets(*tps)
     for tp in tps:
-        await consumer.seek(tp, earliest.get(tp) or 0)
+        await seek_in_consumer_thread(consumer, tp, earliest.get(tp) or 0)
     log.info("no committed offset yet: read %s from the beginning",
              ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)))
+
+
+async def seek_in_consumer_thread(consumer: Consumer, tp: Any, offset: int) -> None:
+    """``consumer.seek``, with aiokafka's seek run in the thread that owns its event loop.
+
+    Faust's threaded consumer calls aiokafka's ``seek`` from the caller's thread, and that
+    completes a future of the consumer thread's loop: not thread-safe (asyncio's debug mode
+    refuses it), and the consumer thread may not notice until something else wakes it.
+    Faust's own ``seek_wait`` goes through the thread; this does the same for one partition
+    and then sets the read offset as ``Consumer.seek`` does.
+    """
+    thread = getattr(consumer, "_thread", None)
+    if thread is None:  # not the threaded consumer: its seek runs on this loop already
+        await consumer.seek(tp, offset)
+        return
+
+    async def seek() -> None:  # runs in the consumer thread
+        thread._ensure_consumer().seek(tp, offset)
+
+    await thread.call_thread(seek)
+    consumer._read_offset[tp] = offset if offset else None
 
 
 async def reseek(consumer: Consumer) -> None:
