@@ -26,7 +26,8 @@ the worker's app starts.
    and so would the records Faust itself drops when the generation changes mid-batch. With
    the fix such partitions go back to their beginning, which is where a consumer without a
    committed offset starts (auto_offset_reset=earliest) -- stream partitions only, never a
-   table's changelog, whose position the table recovery manages.
+   table's changelog, whose position the table recovery manages. That seek runs in the
+   consumer's thread (:func:`seek_in_consumer_thread`).
 
 2. **Records skipped because of a rebalance are acknowledged.** A stream that takes a record
    from its queue while a rebalance is under way (flow control suspended, or the record from
