@@ -27,7 +27,7 @@ the worker's app starts.
    the fix such partitions go back to their beginning, which is where a consumer without a
    committed offset starts (auto_offset_reset=earliest) -- stream partitions only, never a
    table's changelog, whose position the table recovery manages. That seek runs in the
-   consumer's thread (:func:`seek_in_consumer_thread`).
+   consumer's thread (``seek_wait``, not ``seek``).
 
 2. **Records skipped because of a rebalance are acknowledged.** A stream that takes a record
    from its queue while a rebalance is under way (flow control suspended, or the record from
@@ -165,31 +165,17 @@ async def rewind_uncommitted(consumer: Consumer) -> None:
     if not tps:
         return
     earliest = await consumer.earliest_offsets(*tps)
-    for tp in tps:
-        await seek_in_consumer_thread(consumer, tp, earliest.get(tp) or 0)
+    offsets = {tp: earliest.get(tp) or 0 for tp in tps}
+    # seek_wait runs aiokafka's seek in Faust's consumer thread, which owns aiokafka's event
+    # loop; Consumer.seek runs it from this thread, which is not thread-safe (asyncio's
+    # debug mode refuses it, and the consumer thread may notice late). seek_wait leaves the
+    # read offset of a seek to 0 as it was, so set them all as Consumer.seek does: records
+    # below a stale read offset would be skipped as already seen.
+    await consumer.seek_wait(offsets)
+    for tp, offset in offsets.items():
+        consumer._read_offset[tp] = offset or None
     log.info("no committed offset yet: read %s from the beginning",
              ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)))
-
-
-async def seek_in_consumer_thread(consumer: Consumer, tp: Any, offset: int) -> None:
-    """``consumer.seek``, with aiokafka's seek run in the thread that owns its event loop.
-
-    Faust's threaded consumer calls aiokafka's ``seek`` from the caller's thread, and that
-    completes a future of the consumer thread's loop: not thread-safe (asyncio's debug mode
-    refuses it), and the consumer thread may not notice until something else wakes it.
-    Faust's own ``seek_wait`` goes through the thread; this does the same for one partition
-    and then sets the read offset as ``Consumer.seek`` does.
-    """
-    thread = getattr(consumer, "_thread", None)
-    if thread is None:  # not the threaded consumer: its seek runs on this loop already
-        await consumer.seek(tp, offset)
-        return
-
-    async def seek() -> None:  # runs in the consumer thread
-        thread._ensure_consumer().seek(tp, offset)
-
-    await thread.call_thread(seek)
-    consumer._read_offset[tp] = offset if offset else None
 
 
 async def reseek(consumer: Consumer) -> None:

@@ -107,6 +107,7 @@ class SeekingConsumer:
         self.app = SimpleNamespace(topics=SimpleNamespace(
             acks_enabled_for=lambda topic: topic != "app-windows-changelog"))
         self.sought: dict = {}
+        self._read_offset: dict = {}
 
     def assignment(self):
         return set(self._assigned)
@@ -114,8 +115,8 @@ class SeekingConsumer:
     async def earliest_offsets(self, *tps):
         return {tp: 5 for tp in tps}  # retention removed the first five records
 
-    async def seek(self, tp, offset):
-        self.sought[tp] = offset
+    async def seek_wait(self, offsets):
+        self.sought.update(offsets)
 
 
 def test_a_seek_to_committed_offsets_rewinds_partitions_without_one_to_their_start():
