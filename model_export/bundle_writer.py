@@ -20,14 +20,20 @@ from streams.bundle import (
     MANIFEST,
     MODEL_FILE,
     REPORT_FILE,
+    STEP_FILE,
     encoding_section,
     file_sha256,
 )
-from streams.encoding import MODEL_INPUTS, EncodingSpec, Vocabulary
+from streams.encoding import MODEL_INPUTS, STATE_OUTPUT, EncodingSpec, Vocabulary
 
 
-def io_section(spec: EncodingSpec, top_k: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The manifest's ``inputs`` and ``outputs``: names, dtypes and shapes of the ONNX graph."""
+def io_section(spec: EncodingSpec, top_k: int, state: list[int] | None = None
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest's ``inputs`` and ``outputs``: names, dtypes and shapes of the ONNX graph.
+
+    ``state`` is the shape of one user's state (n_layers, 2, heads, window - 1,
+    head size) for a model with windowed attention.
+    """
     inputs: list[dict[str, Any]] = [{"name": n, "dtype": "int64", "shape": ["batch", "seq"]}
                                     for n in MODEL_INPUTS if n != "queries"]
     inputs.append({"name": "queries", "dtype": "int64",
@@ -39,15 +45,20 @@ def io_section(spec: EncodingSpec, top_k: int) -> tuple[list[dict[str, Any]], li
         {"name": "purchase_probability", "dtype": "float32", "shape": ["batch"]},
         {"name": "next_event_seconds", "dtype": "float32", "shape": ["batch"]},
     ]
+    if state is not None:
+        outputs.append({"name": STATE_OUTPUT, "dtype": "float32", "shape": ["batch", *state]})
     return inputs, outputs
 
 
 def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items: Vocabulary,
                  categories: Vocabulary, top_k: int, horizon_seconds: int, ttl_seconds: int,
                  model: dict[str, Any], training_data: dict[str, Any], metrics: dict[str, Any],
-                 report: dict[str, Any], quantized: bool,
+                 report: dict[str, Any], quantized: bool, step_file: Path | None = None,
                  extra_files: dict[str, Path] | None = None) -> Path:
-    """Write a complete bundle at ``out`` (replacing a bundle already there) and return it."""
+    """Write a complete bundle at ``out`` (replacing a bundle already there) and return it.
+
+    ``step_file`` is the step graph of a model with windowed attention.
+    """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise FileExistsError(f"{out} exists and is not a model bundle; refusing to replace it. "
@@ -58,6 +69,8 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
         shutil.rmtree(staging)
     staging.mkdir()
     shutil.copyfile(onnx_file, staging / MODEL_FILE)
+    if step_file is not None:
+        shutil.copyfile(step_file, staging / STEP_FILE)
     (staging / ITEMS_FILE).write_bytes(items.to_json())
     (staging / CATEGORIES_FILE).write_bytes(categories.to_json())
     (staging / REPORT_FILE).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -65,7 +78,7 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
         shutil.copyfile(source, staging / name)
     files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    inputs, outputs = io_section(spec, top_k)
+    inputs, outputs = io_section(spec, top_k, _state_shape(model) if step_file else None)
     manifest = {
         "format_version": FORMAT_VERSION,
         "model_version": f"{created}-{files[MODEL_FILE][:6]}",
@@ -85,6 +98,12 @@ def write_bundle(out: Path | str, *, onnx_file: Path, spec: EncodingSpec, items:
     (staging / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     _swap_into_place(staging, out)
     return out
+
+
+def _state_shape(model: dict[str, Any]) -> list[int]:
+    """One user's state: (n_layers, keys and values, heads, window - 1, head size)."""
+    return [model["n_layers"], 2, model["n_heads"], model["attention_window"] - 1,
+            model["d_model"] // model["n_heads"]]
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

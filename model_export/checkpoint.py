@@ -16,7 +16,8 @@ import torch
 from model_export.model import ModelConfig, NextActionModel
 from streams.encoding import EncodingSpec, Vocabulary
 
-FORMAT = "shopcast-checkpoint-2"  # 2: the copy pointer reads the memory, not the final states
+# 3: windowed attention, and the copy pointer reads the events' own embeddings
+FORMAT = "shopcast-checkpoint-3"
 
 
 @dataclass

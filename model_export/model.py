@@ -26,9 +26,15 @@ Inputs are left-padded int64 tensors; padding is where ``actions == 0``.
 :class:`Predictor` wraps the model into the ONNX interface of the bundle: it
 reads the last position, takes softmax and top-k over the catalogue. Serving
 needs the final hidden state of the newest event only, so the Predictor runs
-the last block for that one position (``last_only``): the same numbers as the
-full computation's last row for about half the work (the memory the pointer
-reads comes from the blocks below, which run over the whole window).
+the last block for that one position (``last_only``).
+
+Attention is windowed (``attention_window`` events, itself included, in
+every block) and the pointer's keys embed each event alone, so what
+the network computes for an event never changes once later events arrive.
+:class:`StepPredictor`, the bundle's second graph, uses that: given the keys
+and values of a user's previous events (returned by the call for their
+previous event) it runs the blocks for the newest event alone, a fraction of
+the work of the whole window, with the same predictions.
 ``forward`` is tensor code only, so it exports to ONNX as written.
 """
 
@@ -66,11 +72,21 @@ class ModelConfig:
     dropout: float = 0.1
     rope_base: float = 10_000.0
     item_slots: int = 3  # kinds of item event in the next-item mixture (see ITEM_SLOT)
+    # Each event's attention reads itself and at most this many - 1 events before it, in
+    # every block (0: every earlier event). The newest event's prediction then depends on
+    # the last n_layers * (attention_window - 1) + 1 events only, and an event's keys and
+    # values never change once computed: serving keeps them per user and runs the
+    # network for the newest event alone (see StepPredictor). for_encoding's default is
+    # the longest window whose reach fits in max_len (25 for 2 blocks and max_len 50).
+    attention_window: int = 0
 
     @classmethod
     def for_encoding(cls, spec: EncodingSpec, n_items: int, n_categories: int,
                      **overrides: object) -> ModelConfig:
         """A config whose embedding tables fit an encoding spec and its vocabularies."""
+        if overrides.get("attention_window") is None:
+            layers = int(overrides.get("n_layers", cls.n_layers))  # type: ignore[call-overload]
+            overrides["attention_window"] = (spec.max_len - 1) // layers + 1
         return cls(n_items=n_items, n_categories=n_categories, n_actions=len(spec.actions),
                    gap_buckets=spec.gap_buckets, query_buckets=spec.query_buckets,
                    query_slots=spec.query_slots, max_len=spec.max_len,
@@ -88,6 +104,14 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+class Attended(NamedTuple):
+    """An attention layer's (or a block's) output and the keys and values it computed."""
+
+    out: torch.Tensor  # (B, Q, C)
+    keys: torch.Tensor  # (B, H, T, D), not rotated
+    values: torch.Tensor  # (B, H, T, D)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention, written out so every shape stays symbolic in ONNX."""
 
@@ -102,11 +126,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+                allowed: torch.Tensor, last_only: bool = False) -> Attended:
         """``x`` (B, T, C); ``allowed`` (B, 1, T, T) says which keys each query may read.
 
-        Returns (B, T, C), or (B, 1, C) for the last position's query alone
-        when ``last_only``: every position is still a key.
+        The output is (B, T, C), or (B, 1, C) for the last position's query
+        alone when ``last_only``: every position is still a key.
         """
         B, T, C = x.shape  # noqa: N806 - the conventional shape names
         if last_only:
@@ -118,16 +142,49 @@ class CausalSelfAttention(nn.Module):
         else:
             q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
             cos_q, sin_q = cos, sin
-        Q = q.shape[1]  # noqa: N806 - number of queries: T, or 1
-        q = q.view(B, Q, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, Q, D)
-        k = k.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
-        q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
+        k, v = self._heads(k), self._heads(v)  # (B, H, T, D)
+        y = self._attend(self._heads(q), k, v, cos_q, sin_q, cos, sin, allowed)
+        return Attended(y, k, v)
+
+    def chunk(self, x: torch.Tensor, past: torch.Tensor, fresh: torch.Tensor,
+              allowed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Attended:
+        """The span's last N events as queries; keys and values from the cache where known.
+
+        ``x`` (B, N, C); ``past`` (B, 2, H, P + N, D) holds cached keys (not
+        yet rotated) and values of the span's last P + N events; ``fresh``
+        (B, N) marks the last N that are new, whose own keys and values replace
+        the cache's; ``allowed`` (B, 1, N, P + N). Returns (B, N, C) and the
+        span's keys and values, (B, H, P + N, D) each.
+        """
+        C = x.shape[2]  # noqa: N806
+        n_past = past.shape[3] - x.shape[1]
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, N, C) each
+        new = fresh[:, None, :, None]  # (B, 1, N, 1)
+        keys = torch.cat([past[:, 0, :, :n_past],
+                          torch.where(new, self._heads(k), past[:, 0, :, n_past:])], dim=2)
+        values = torch.cat([past[:, 1, :, :n_past],
+                            torch.where(new, self._heads(v), past[:, 1, :, n_past:])], dim=2)
+        y = self._attend(self._heads(q), keys, values, cos[n_past:], sin[n_past:], cos, sin,
+                         allowed)
+        return Attended(y, keys, values)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, H, T, D)."""
+        B, T, _ = x.shape  # noqa: N806
+        return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                cos_q: torch.Tensor, sin_q: torch.Tensor, cos_k: torch.Tensor,
+                sin_k: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Queries (B, H, Q, D) read keys and values (B, H, T, D) -> (B, Q, C)."""
+        B, _, Q, _ = q.shape  # noqa: N806
+        # Rotated here, not before caching: a cached key is rotated by its distance
+        # from the newest event, which changes with every event.
+        q, k = rotate(q, cos_q, sin_q), rotate(k, cos_k, sin_k)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))  # (B, H, Q, T)
         att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
         att = self.attn_drop(F.softmax(att, dim=-1))
-        y = att @ v  # (B, H, Q, D)
-        y = y.transpose(1, 2).reshape(B, Q, C)  # (B, Q, C)
+        y = (att @ v).transpose(1, 2).reshape(B, Q, self.n_heads * self.d_head)  # (B, Q, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -144,18 +201,28 @@ class Block(nn.Module):
             nn.Linear(4 * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+                allowed: torch.Tensor, last_only: bool = False) -> Attended:
         """(B, T, C) -> (B, T, C), or (B, 1, C) for the last position when ``last_only``."""
-        y = self.ln_1(x)
-        x = (x[:, -1:] if last_only else x) + self.attn(y, cos, sin, allowed, last_only)
-        return x + self.mlp(self.ln_2(x))
+        a = self.attn(self.ln_1(x), cos, sin, allowed, last_only)
+        x = (x[:, -1:] if last_only else x) + a.out
+        return a._replace(out=x + self.mlp(self.ln_2(x)))
+
+    def chunk(self, x: torch.Tensor, past: torch.Tensor, fresh: torch.Tensor,
+              allowed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Attended:
+        """(B, N, C) for a span's last N events, given the cached keys and values."""
+        a = self.attn.chunk(self.ln_1(x), past, fresh, allowed, cos, sin)
+        x = x + a.out
+        return a._replace(out=x + self.mlp(self.ln_2(x)))
 
 
 class Encoded(NamedTuple):
     """What the network makes of a batch of windows."""
 
     hidden: torch.Tensor  # (B, T, C) final hidden states; (B, 1, C) when last_only
-    memory: torch.Tensor  # (B, T, C) each event as the last block sees it: the pointer's keys
+    memory: torch.Tensor  # (B, T, C) the pointer's keys (pointer_keys)
+    # Per block, the keys and values of every position, (B, H, T, D) each: serving
+    # keeps the newest few per user (StepPredictor).
+    keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
 class NextActionModel(nn.Module):
@@ -165,6 +232,9 @@ class NextActionModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if not 0 <= cfg.attention_window <= cfg.max_len:
+            raise ValueError(f"attention_window {cfg.attention_window} must be between 0 "
+                             f"(every earlier event) and max_len {cfg.max_len}")
         self.cfg = cfg
         d = cfg.d_model
         self.item = nn.Embedding(cfg.n_items, d, padding_idx=0)
@@ -182,7 +252,12 @@ class NextActionModel(nn.Module):
         self.item_query = nn.Linear(d, cfg.item_slots * d)  # one query per mixture slot
         self.slot_head = nn.Linear(d, cfg.item_slots)  # P(slot | the next event has an item)
         self.copy_query = nn.Linear(d, cfg.item_slots * d)  # pointer into the window, per slot
-        self.copy_key = nn.Linear(d, d)
+        # The pointer's keys: an embedding of each event's item and action of their own,
+        # blind to the rest of the window, so that serving never recomputes them; how
+        # recent the event is comes from a learned score per slot and distance.
+        self.copy_item = nn.Embedding(cfg.n_items, d, padding_idx=0)
+        self.copy_action = nn.Embedding(cfg.n_actions + 1, d, padding_idx=0)
+        self.copy_recency = nn.Parameter(torch.zeros(cfg.item_slots, cfg.max_len))
         self.copy_gate = nn.Linear(d, cfg.item_slots)  # logit of generating rather than copying
         d_head = d // cfg.n_heads
         inv_freq = cfg.rope_base ** (-torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
@@ -199,6 +274,21 @@ class NextActionModel(nn.Module):
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
 
+    def embed(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
+              gaps: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Each event on its own, (B, T) and (B, T, S) -> (B, T, C)."""
+        q_emb = self.query(queries)  # (B, T, S, C), empty slots embed to zero
+        q_count = (queries > 0).sum(dim=2, keepdim=True).clamp(min=1)  # (B, T, 1)
+        x = (self.item(items) + self.category(categories) + self.action(actions)
+             + self.gap(gaps) + q_emb.sum(dim=2) / q_count)  # (B, T, C)
+        return self.drop(x)
+
+    def rotary(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary cos and sin of positions 0..length-1, (length, D/2) each."""
+        pos = torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)
+        angles = pos[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        return angles.cos(), angles.sin()
+
     def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
                 gaps: torch.Tensor, queries: torch.Tensor, last_only: bool = False) -> Encoded:
         """Hidden states of every position (only real ones are meaningful) and the memory.
@@ -208,26 +298,28 @@ class NextActionModel(nn.Module):
         """
         T = actions.shape[1]  # noqa: N806
         valid = actions > 0  # (B, T) left padding has action 0
-        q_emb = self.query(queries)  # (B, T, S, C), empty slots embed to zero
-        q_count = (queries > 0).sum(dim=2, keepdim=True).clamp(min=1)  # (B, T, 1)
-        x = (self.item(items) + self.category(categories) + self.action(actions)
-             + self.gap(gaps) + q_emb.sum(dim=2) / q_count)  # (B, T, C)
-        x = self.drop(x)
-        # Rotary angles depend on the position only; computed here so any T works.
-        pos = torch.arange(T, device=actions.device, dtype=torch.float32)  # (T,)
-        angles = pos[:, None] * self.inv_freq[None, :]  # (T, D/2)
-        cos, sin = angles.cos(), angles.sin()
-        # A query reads earlier real events and itself: a padding position reads only
-        # itself, so no softmax row is ever empty (no NaN) and real rows never see padding.
+        x = self.embed(items, categories, actions, gaps, queries)
+        cos, sin = self.rotary(T)  # any T works
+        # A query reads earlier real events within the attention window and itself: a
+        # padding position reads only itself, so no softmax row is ever empty (no NaN)
+        # and real rows never see padding.
         idx = torch.arange(T, device=actions.device)
         causal = idx[None, :] <= idx[:, None]  # (T, T)
+        if self.cfg.attention_window:
+            causal = causal & (idx[:, None] - idx[None, :] < self.cfg.attention_window)
         allowed = (causal[None] & valid[:, None, :]) | (idx[None, :] == idx[:, None])[None]
         allowed = allowed[:, None]  # (B, 1, T, T)
-        *lower, top = cast(list[Block], list(self.blocks))
-        for block in lower:
-            x = block(x, cos, sin, allowed)
-        memory = top.ln_1(x)  # (B, T, C), computed again inside top: cheap, and keeps it simple
-        return Encoded(self.ln_f(top(x, cos, sin, allowed, last_only)), memory)
+        keys_values = []
+        for i, block in enumerate(cast(list[Block], list(self.blocks))):
+            last = last_only and i == len(self.blocks) - 1
+            a = block(x, cos, sin, allowed, last)
+            x = a.out
+            keys_values.append((a.keys, a.values))
+        return Encoded(self.ln_f(x), self.pointer_keys(items, actions), tuple(keys_values))
+
+    def pointer_keys(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The copy pointer's key for each event, (B, T) -> (B, T, C)."""
+        return self.copy_item(items) + self.copy_action(actions)
 
     # -- next item: per slot, generate from the catalogue or copy from the window --------
 
@@ -257,7 +349,8 @@ class NextActionModel(nn.Module):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Where each position copies from: (B, S, T, T) weights, (B, T) anything to copy.
 
-        The queries come from the hidden states ``h``, the keys from ``memory``.
+        The queries come from the hidden states ``h``, the keys from ``memory``,
+        plus a learned score for the distance between the two positions.
 
         Position t may copy the item of any position j <= t that holds a real
         item. A row with nothing to copy gets harmless uniform weights and is
@@ -266,9 +359,11 @@ class NextActionModel(nn.Module):
         B, T, C = h.shape  # noqa: N806
         S = self.cfg.item_slots  # noqa: N806
         q = self.copy_query(h).view(B, T, S, C).transpose(1, 2)  # (B, S, T, C)
-        k = self.copy_key(memory)  # (B, T, C)
-        scores = (q @ k.transpose(1, 2).unsqueeze(1)) / math.sqrt(C)  # (B, S, T, T)
+        k = memory  # (B, T, C)
         idx = torch.arange(T, device=h.device)
+        distance = (idx[:, None] - idx[None, :]).clamp(0, self.cfg.max_len - 1)  # (T, T)
+        scores = ((q @ k.transpose(1, 2).unsqueeze(1)) / math.sqrt(C)
+                  + self.copy_recency[:, distance])  # (B, S, T, T)
         allowed = ((idx[None, :] <= idx[:, None])[None]
                    & (items >= FIRST_TOKEN)[:, None, :])  # (B, T, T)
         scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
@@ -310,27 +405,39 @@ class NextActionModel(nn.Module):
 
     def item_probs(self, encoded: Encoded, items: torch.Tensor) -> torch.Tensor:
         """P(next item) at the last position over the catalogue, as (B, V - 3)."""
-        B, T, C = encoded.memory.shape  # noqa: N806
+        T = items.shape[1]  # noqa: N806
+        distance = (T - 1 - torch.arange(T, device=items.device))[None]  # (1, T)
+        return self.catalogue_probs(encoded.hidden[:, -1], encoded.memory, items, distance,
+                                    items >= FIRST_TOKEN)
+
+    def catalogue_probs(self, last: torch.Tensor, memory: torch.Tensor, items: torch.Tensor,
+                        distance: torch.Tensor, copyable: torch.Tensor) -> torch.Tensor:
+        """P(next item) over the catalogue for N final hidden states ``last`` (N, C).
+
+        Each reads its own window: pointer keys ``memory`` (N, T, C) of the
+        ``items`` (N, T), ``distance`` (N or 1, T) of each from the event
+        predicted for, and which of them it may copy (N, T). Returns (N, V - 3).
+        """
+        N, T, C = memory.shape  # noqa: N806
         S = self.cfg.item_slots  # noqa: N806
-        last = encoded.hidden[:, -1]  # (B, C)
         logits = (self._item_queries(last) @ self.item.weight[FIRST_TOKEN:].t()
-                  + self.item_bias[FIRST_TOKEN:])  # (B, S, V - 3)
+                  + self.item_bias[FIRST_TOKEN:])  # (N, S, V - 3)
         generate = F.softmax(logits, dim=-1)
-        q = self.copy_query(last).view(B, S, C)  # (B, S, C)
-        scores = (q @ self.copy_key(encoded.memory).transpose(1, 2)) / math.sqrt(C)  # (B, S, T)
-        copyable = items >= FIRST_TOKEN  # (B, T)
+        q = self.copy_query(last).view(N, S, C)  # (N, S, C)
+        recency = self.copy_recency[:, distance.clamp(0, self.cfg.max_len - 1)]  # (S, N|1, T)
+        scores = (q @ memory.transpose(1, 2)) / math.sqrt(C) + recency.transpose(0, 1)
         scores = scores.masked_fill(~copyable[:, None], torch.finfo(scores.dtype).min)
-        att = F.softmax(scores, dim=-1)  # (B, S, T)
-        g = torch.sigmoid(self.copy_gate(last))  # (B, S)
+        att = F.softmax(scores, dim=-1)  # (N, S, T)
+        g = torch.sigmoid(self.copy_gate(last))  # (N, S)
         g = torch.where(copyable.any(dim=1, keepdim=True), g, torch.ones_like(g))
-        weights = F.softmax(self.slot_head(last), dim=-1)  # (B, S)
+        weights = F.softmax(self.slot_head(last), dim=-1)  # (N, S)
         # sum over slots of weight * (g * generate + (1 - g) * copy), with the slots'
         # copy weights summed per window position first: one scatter of T values per
         # row instead of S catalogue-sized copy distributions.
-        generated = ((weights * g)[..., None] * generate).sum(dim=1)  # (B, V - 3)
-        copied = ((weights * (1.0 - g))[..., None] * att).sum(dim=1)  # (B, T)
-        copy = copied.new_zeros((B, self.cfg.n_items)).scatter_add(1, items, copied)
-        return generated + copy[:, FIRST_TOKEN:]  # (B, V - 3)
+        generated = ((weights * g)[..., None] * generate).sum(dim=1)  # (N, V - 3)
+        copied = ((weights * (1.0 - g))[..., None] * att).sum(dim=1)  # (N, T)
+        copy = copied.new_zeros((N, self.cfg.n_items)).scatter_add(1, items, copied)
+        return generated + copy[:, FIRST_TOKEN:]  # (N, V - 3)
 
     def action_logits(self, h: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., 5) next-action logits."""
@@ -346,7 +453,13 @@ class NextActionModel(nn.Module):
 
 
 class Predictor(nn.Module):
-    """The bundle's ONNX interface: the last position's predictions, top-k inside the graph."""
+    """The bundle's ONNX interface: the last position's predictions, top-k inside the graph.
+
+    Also returns ``state``: every block's keys and values of the newest
+    ``attention_window - 1`` positions, (B, L, 2, H, W - 1, D), what
+    :class:`StepPredictor` needs for the user's next event. The window must
+    hold at least that many positions (left padding counts).
+    """
 
     def __init__(self, model: NextActionModel, top_k: int) -> None:
         super().__init__()
@@ -355,15 +468,103 @@ class Predictor(nn.Module):
         self.top_k = min(top_k, model.cfg.n_items - FIRST_TOKEN)
 
     def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
-                gaps: torch.Tensor, queries: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase, seconds."""
+                gaps: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase,
+        seconds, state."""
         encoded = self.model(items, categories, actions, gaps, queries, last_only=True)
-        h = encoded.hidden[:, -1]  # (B, C)
-        next_action = F.softmax(self.model.action_logits(h), dim=-1)  # (B, 5)
-        probs = self.model.item_probs(encoded, items)  # (B, V - 3)
-        top_scores, top = torch.topk(probs, self.top_k, dim=-1)  # (B, K) each
-        top_items = top + FIRST_TOKEN  # back to vocabulary indices
-        purchase = torch.sigmoid(self.model.purchase_logit(h))  # (B,)
-        seconds = torch.expm1(self.model.log_seconds(h)).clamp(min=0.0)  # (B,)
-        return next_action, top_items, top_scores, purchase, seconds
+        past = self.model.cfg.attention_window - 1
+        state = torch.stack([torch.stack([k[:, :, -past:], v[:, :, -past:]], dim=1)
+                             for k, v in encoded.keys_values], dim=1)
+        return *predictions(self.model, encoded, items, self.top_k), state
+
+
+class StepPredictor(nn.Module):
+    """The bundle's second graph: a user's newest events, given what came before them.
+
+    Each row is one user: ``past``, the ``state`` returned with the user's
+    last scored event, and the user's next N or fewer events ("fresh"), which
+    alone run through the blocks, reading the cached keys and values. The
+    same predictions as :class:`Predictor` on each event's whole window, since
+    with an attention window no event's keys and values depend on events the
+    state does not cover; the pointer's keys are the events' own, so it needs
+    no cache. One call scores every fresh event of a batch, however many a
+    user has in it.
+
+    Inputs, with P = attention_window - 1:
+
+    - the span (B, T) and (B, T, S): each row's events, left-padded, ending
+      with its fresh events and reaching back over the window of its first;
+    - ``past`` (B, L, 2, H, P + N, D): row b's state in positions
+      N - n_b ... N - n_b + P - 1, where n_b is its number of fresh events;
+    - ``fresh`` (B, N): for the span's last N positions, the length of the
+      window each fresh event is predicted on, 0 where the event is not fresh
+      (row b's fresh events are its last n_b);
+    - ``take`` (F,): which fresh events to predict, as indices b * N + i.
+
+    Returns the predictions of the ``take`` events (F, ...) and each row's
+    state after its last event (B, L, 2, H, P, D).
+    """
+
+    def __init__(self, model: NextActionModel, top_k: int) -> None:
+        super().__init__()
+        if not model.cfg.attention_window:
+            raise ValueError("a model without an attention window has no step graph: every "
+                             "event's keys and values depend on the whole window")
+        self.model = model
+        self.top_k = min(top_k, model.cfg.n_items - FIRST_TOKEN)
+
+    def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
+                gaps: torch.Tensor, queries: torch.Tensor, past: torch.Tensor,
+                fresh: torch.Tensor, take: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Span (B, T), (B, T, S), past, fresh (B, N), take (F,) -> outputs (F, ...), state."""
+        m = self.model
+        B, T = actions.shape  # noqa: N806
+        N = fresh.shape[1]  # noqa: N806
+        span = past.shape[4]  # P + N: the span's last positions, as the keys see them
+        n_past = span - N
+        x = m.embed(items[:, -N:], categories[:, -N:], actions[:, -N:], gaps[:, -N:],
+                    queries[:, -N:])  # (B, N, C)
+        is_fresh = fresh > 0  # (B, N)
+        # Query i (at span position P + i) reads the real events among the W before it.
+        key = torch.arange(span, device=actions.device)
+        query = key[n_past:, None]  # (N, 1)
+        band = (key[None, :] <= query) & (query - key[None, :] < m.cfg.attention_window)
+        allowed = (band[None] & (actions[:, -span:] > 0)[:, None, :]) | (key[None, :] == query)[None]
+        cos, sin = m.rotary(span)
+        states = []
+        for i, block in enumerate(cast(list[Block], list(m.blocks))):
+            a = block.chunk(x, past[:, i], is_fresh, allowed[:, None], cos, sin)
+            x = a.out
+            states.append(torch.stack([a.keys[:, :, -n_past:], a.values[:, :, -n_past:]], dim=1))
+        hidden = m.ln_f(x).reshape(B * N, -1)[take]  # (F, C)
+        # Row and column of each taken event, by lookup (the exporter has no integer
+        # division by a symbolic size).
+        row = torch.arange(B, device=take.device)[:, None].expand(B, N).reshape(-1)[take]
+        column = torch.arange(N, device=take.device)[None, :].expand(B, N).reshape(-1)[take]
+        position = T - N + column  # (F,) each fresh event's place in its row's span
+        lengths = fresh.reshape(-1)[take]  # (F,)
+        j = torch.arange(T, device=actions.device)[None]  # (1, T)
+        distance = position[:, None] - j  # (F, T)
+        span_items = items[row]  # (F, T)
+        copyable = (span_items >= FIRST_TOKEN) & (distance >= 0) & (distance < lengths[:, None])
+        memory = m.pointer_keys(items, actions)[row]  # (F, T, C)
+        probs = m.catalogue_probs(hidden, memory, span_items, distance, copyable)
+        return (*heads(m, hidden, probs, self.top_k), torch.stack(states, dim=1))
+
+
+def predictions(model: NextActionModel, encoded: Encoded, items: torch.Tensor, top_k: int
+                ) -> tuple[torch.Tensor, ...]:
+    """next_action, top_items, top_scores, purchase, seconds of the last position."""
+    h = encoded.hidden[:, -1]  # (B, C)
+    return heads(model, h, model.item_probs(encoded, items), top_k)
+
+
+def heads(model: NextActionModel, h: torch.Tensor, probs: torch.Tensor, top_k: int
+          ) -> tuple[torch.Tensor, ...]:
+    """The graph's outputs from final hidden states (B, C) and item probabilities (B, V - 3)."""
+    next_action = F.softmax(model.action_logits(h), dim=-1)  # (B, 5)
+    top_scores, top = torch.topk(probs, top_k, dim=-1)  # (B, K) each
+    top_items = top + FIRST_TOKEN  # back to vocabulary indices
+    purchase = torch.sigmoid(model.purchase_logit(h))  # (B,)
+    seconds = torch.expm1(model.log_seconds(h)).clamp(min=0.0)  # (B,)
+    return next_action, top_items, top_scores, purchase, seconds

@@ -84,7 +84,7 @@ class _SequenceLoss(nn.Module):
         """One sequence (no batch dimension) -> scalar loss."""
         b = {k: v.unsqueeze(0) for k, v in batch.items()}  # a batch of one
         m = self.model
-        hidden, memory = m(*(b[k] for k in MODEL_INPUTS))
+        hidden, memory, _ = m(*(b[k] for k in MODEL_INPUTS))
         h = hidden[0]  # (T, C)
         next_action, next_item = b["next_action"][0], b["next_item"][0]  # (T,)
         has_action = next_action >= 0

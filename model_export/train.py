@@ -54,6 +54,9 @@ class TrainOptions:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
+    # Events each attention layer reads (0: every earlier one); None: the longest whose
+    # reach fits in the window (ModelConfig.for_encoding), which serving can step.
+    attention_window: int | None = None
     dropout: float = 0.1
     patience: int = 3  # epochs without a better validation NDCG@10 before stopping
     seed: int = 0
@@ -87,7 +90,7 @@ def set_determinism(seed: int, threads: int) -> None:
 
 def losses(model: NextActionModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The four head losses of a batch of training sequences."""
-    h, memory = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C) each
+    h, memory, _ = model(*(batch[k] for k in MODEL_INPUTS))  # (B, T, C) each
     out = {}
     has_action = batch["next_action"] >= 0  # (B, T)
     out["action"] = F.cross_entropy(model.action_logits(h[has_action]),
@@ -172,7 +175,8 @@ def train(log: EventLog, options: TrainOptions, *, log_path: str | None = None
     val_cases = held_out_cases(data, "validation")
     config = ModelConfig.for_encoding(spec, len(data.items), len(data.categories),
                                       d_model=options.d_model, n_layers=options.n_layers,
-                                      n_heads=options.n_heads, dropout=options.dropout)
+                                      n_heads=options.n_heads, dropout=options.dropout,
+                                      attention_window=options.attention_window)
     model = NextActionModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
                                   weight_decay=options.weight_decay)

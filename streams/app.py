@@ -77,6 +77,7 @@ class Worker:
         messages, scores = self.scorer.predict(events, [r.records for r in ready],
                                                scored_at=scored_at)
         self.metrics.inference.observe(time.perf_counter() - started)
+        self.metrics.stepped.inc(scores.stepped)
         self.metrics.observe_admitted(ready)
         self.online.observe(events, [r.item_index for r in ready],
                             scores.top_items, scores.next_action, scores.purchase_probability)
@@ -91,7 +92,8 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
     metrics = metrics or WorkerMetrics()
     metrics.set_model(bundle.model_version, str(bundle.manifest["created_at"]),
                       bundle.horizon_seconds)
-    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
+    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads,
+                    state_users=settings.state_users)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     secret = settings.pseudonym_secret.get_secret_value().encode() \
         if settings.pseudonym_secret else None
@@ -300,6 +302,9 @@ def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
         worker.table.send_changelog(partition, key, None, value_serializer="raw")
         worker.metrics.users.dec()
     worker.online.forget(request.user_id)
+    # In the scorer's thread, after the batches already handed to it: none of them can
+    # leave a state of this user behind.
+    worker.executor.submit(worker.scorer.forget, request.user_id)
     worker.metrics.erasures.inc()
     audit.send_soon(key=request.request_id.encode(), value=confirmation(
         request, window_deleted=stored is not None, partition=partition,

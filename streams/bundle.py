@@ -6,7 +6,10 @@ model's input and output names -- and refuses a bundle that does not match,
 with a message that says which part and what to do.
 
 Files: ``model.onnx``, ``manifest.json``, ``items.json``, ``categories.json``,
-``evaluation.json`` (the evaluation report) and optionally plots.
+``evaluation.json`` (the evaluation report) and optionally plots. A model with
+windowed attention also has ``step.onnx``, which scores a user's newest event
+from the state ``model.onnx`` (or ``step.onnx`` itself) returned for the
+user's previous one; bundles without it are scored window by window.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Any
 import orjson
 
 from streams.contracts import ACTIONS
-from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, EncodingSpec, Vocabulary
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, STATE_OUTPUT, EncodingSpec, Vocabulary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+STEP_FILE = "step.onnx"
 ITEMS_FILE = "items.json"
 CATEGORIES_FILE = "categories.json"
 REPORT_FILE = "evaluation.json"
@@ -52,6 +56,16 @@ class Bundle:
     def model_path(self) -> Path:
         """Path of the ONNX file."""
         return self.path / MODEL_FILE
+
+    @property
+    def step_path(self) -> Path | None:
+        """Path of the step graph, if the bundle has one."""
+        return self.path / STEP_FILE if STEP_FILE in self.manifest["files"] else None
+
+    @property
+    def attention_window(self) -> int:
+        """Events each attention layer reads (0: the whole window)."""
+        return int(self.manifest.get("model", {}).get("attention_window", 0))
 
     @property
     def top_k(self) -> int:
@@ -140,7 +154,8 @@ def _vocabulary(root: Path, manifest: dict[str, Any], key: str, filename: str) -
 def _check_io(root: Path, manifest: dict[str, Any]) -> None:
     inputs = [i.get("name") for i in manifest.get("inputs", [])]
     outputs = [o.get("name") for o in manifest.get("outputs", [])]
-    if tuple(inputs) != MODEL_INPUTS or tuple(outputs) != MODEL_OUTPUTS:
+    if tuple(inputs) != MODEL_INPUTS or tuple(outputs) not in (
+            MODEL_OUTPUTS, (*MODEL_OUTPUTS, STATE_OUTPUT)):
         raise BundleError(f"{root}: model inputs {inputs} / outputs {outputs} differ from the "
                           f"encoding's {list(MODEL_INPUTS)} / {list(MODEL_OUTPUTS)}")
 

@@ -36,6 +36,12 @@ MODEL_INPUTS: tuple[str, ...] = ("items", "categories", "actions", "gaps", "quer
 MODEL_OUTPUTS: tuple[str, ...] = (
     "next_action", "top_items", "top_scores", "purchase_probability", "next_event_seconds",
 )
+# A model with windowed attention also returns its keys and values for the user's next
+# event ("state"); its step graph takes them back as "past" (model_export.model).
+STATE_OUTPUT = "state"
+STEP_INPUTS: tuple[str, ...] = (*MODEL_INPUTS, "past", "fresh", "take")
+# The graph's k of top-k, an initializer that the scorer overrides with SHOPCAST_TOP_K.
+TOP_K_INITIALIZER = "top_k"
 
 
 @dataclass(frozen=True)
@@ -243,17 +249,17 @@ class Encoder:
         return np.frombuffer(self.pack(event, previous_ts_ms), dtype=self.dtype)[0]
 
 
-def batch_inputs(windows: Sequence[np.ndarray | bytes], spec: EncodingSpec
-                 ) -> dict[str, np.ndarray]:
-    """Model inputs for a batch of windows, left-padded to the longest.
+def batch_inputs(windows: Sequence[np.ndarray | bytes], spec: EncodingSpec, *,
+                 min_len: int = 1) -> dict[str, np.ndarray]:
+    """Model inputs for a batch of windows, left-padded to the longest (or ``min_len``).
 
     A window is an array of records or their packed bytes. The newest event
     of every window sits at the last position, which is where the model reads
     its prediction.
     """
     if windows and isinstance(windows[0], bytes):
-        return _batch_from_bytes(windows, spec)  # type: ignore[arg-type]
-    length = max(1, max((len(w) for w in windows), default=1))
+        return _batch_from_bytes(windows, spec, min_len)  # type: ignore[arg-type]
+    length = max(min_len, max((len(w) for w in windows), default=1))
     batch = len(windows)
     items = np.zeros((batch, length), dtype=np.int64)
     categories = np.zeros((batch, length), dtype=np.int64)
@@ -274,12 +280,13 @@ def batch_inputs(windows: Sequence[np.ndarray | bytes], spec: EncodingSpec
             "queries": queries}
 
 
-def _batch_from_bytes(bodies: Sequence[bytes], spec: EncodingSpec) -> dict[str, np.ndarray]:
+def _batch_from_bytes(bodies: Sequence[bytes], spec: EncodingSpec, min_len: int
+                      ) -> dict[str, np.ndarray]:
     # Left-pad every window with zero records, join, and read each field as one
     # (B, T) view: a handful of numpy calls per batch instead of per window.
     dtype = record_dtype(spec)
     size = dtype.itemsize
-    length = max(1, max(len(b) for b in bodies) // size)
+    length = max(min_len, max(len(b) for b in bodies) // size)
     full = length * size
     joined = b"".join(bytes(full - len(b)) + b if len(b) < full else b for b in bodies)
     records = np.frombuffer(joined, dtype=dtype).reshape(len(bodies), length)

@@ -89,7 +89,8 @@ def prepare(path: Path, settings: Settings) -> Model:
         raise BundleError(f"{path}: no readable {MANIFEST}")
     # Load from the resolved directory: the link may be switched again while this runs.
     bundle = load_bundle(identity[0])
-    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads)
+    scorer = Scorer(bundle, top_k=settings.top_k, threads=settings.inference_threads,
+                    state_users=settings.state_users)
     encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
     smoke_test(scorer, encoder)
     if settings.window_length is not None and settings.window_length > bundle.spec.max_len:

@@ -71,6 +71,9 @@ class WorkerMetrics:
         self.rekeyed = Counter("shopcast_rekeyed_events",
                                "Events whose Kafka key was not their user id, re-sent keyed "
                                "by user.", registry=r)
+        self.stepped = Counter("shopcast_stepped_predictions",
+                               "Predictions computed for the newest event alone, from the "
+                               "state held since the user's previous event.", registry=r)
         self.batch_size = Histogram("shopcast_batch_size_events", "Events per scoring batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("shopcast_inference_seconds",

@@ -3,23 +3,41 @@
 One onnxruntime call serves windows of similar length: a batch is padded to
 its longest window, and the model's cost grows with the padded length, so a
 batch that mixes new shoppers (a few events) with regulars (a full window) is
-split into groups of similar length (:data:`LENGTH_STEP`). The scorer is plain
-Python with no Faust import; the worker calls :meth:`Scorer.predict` from a
-thread so inference never holds the event loop (onnxruntime releases the GIL
-while it runs).
+split into groups of similar length (:data:`LENGTH_STEP`).
+
+A bundle whose model has windowed attention also has a step graph: the
+events of a user whose state is held (:mod:`streams.user_states`) run
+through the network alone, all of a batch's in one call
+(:mod:`streams.stepping`); a user's first event without a held state is
+scored from its whole window first, and leaves the state for the others.
+
+The scorer is plain Python with no Faust import; the worker calls
+:meth:`Scorer.predict` from a thread so inference never holds the event loop
+(onnxruntime releases the GIL while it runs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from streams.bundle import Bundle, BundleError
 from streams.contracts import Event, encode_prediction
-from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, batch_inputs, record_dtype
+from streams.encoding import (
+    MODEL_INPUTS,
+    MODEL_OUTPUTS,
+    STATE_OUTPUT,
+    STEP_INPUTS,
+    TOP_K_INITIALIZER,
+    batch_inputs,
+    record_dtype,
+)
+from streams.stepping import plan_runs, step_inputs
+from streams.user_states import UserStates
 
 # Windows are grouped by their length rounded up to a multiple of this many events.
 # Each group is one onnxruntime call (tens of microseconds of overhead), so a small
@@ -37,50 +55,91 @@ class Scores:
     top_scores: np.ndarray  # (B, K) float32
     purchase_probability: np.ndarray  # (B,) float32
     next_event_seconds: np.ndarray  # (B,) float32
+    stepped: int = 0  # rows scored by the step graph from a held state
 
 
 class Scorer:
     """Runs a verified bundle's ONNX model on batches of windows."""
 
-    def __init__(self, bundle: Bundle, *, top_k: int = 10, threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, *, top_k: int = 10, threads: int = 1,
+                 state_users: int = 0, at_least: int = 10) -> None:
+        """``top_k`` items go into each prediction; the graph returns at least ``at_least``
+        (online accuracy counts hits in the top 10), never more than the bundle's."""
         if top_k > bundle.top_k:
             raise BundleError(f"SHOPCAST_TOP_K={top_k} but the bundle's graph returns only "
                               f"{bundle.top_k} items; lower SHOPCAST_TOP_K or re-export with "
                               f"a larger top_k")
         self.bundle = bundle
         self.top_k = top_k
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(bundle.model_path), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(f"{bundle.path}: onnxruntime cannot load model.onnx: {exc}") from None
-        names_in = tuple(i.name for i in self.session.get_inputs())
-        names_out = tuple(o.name for o in self.session.get_outputs())
-        if names_in != MODEL_INPUTS or names_out != MODEL_OUTPUTS:
-            raise BundleError(f"{bundle.path}: model.onnx has inputs {names_in} and outputs "
-                              f"{names_out}; expected {MODEL_INPUTS} and {MODEL_OUTPUTS}")
+        self.session = _session(bundle, bundle.model_path, threads, MODEL_INPUTS)
+        # A graph exported with an adjustable k returns only the items wanted: onnxruntime's
+        # top-k costs about ten times more for the bundle's 100 items than for 10.
+        returned = np.array([min(max(top_k, at_least), bundle.top_k)], dtype=np.int64)
+        self._k = {TOP_K_INITIALIZER: returned} if _adjustable(self.session) else {}
         self._record_size = record_dtype(bundle.spec).itemsize
+        self.step: ort.InferenceSession | None = None
+        self.states: UserStates | None = None
+        self._min_len = 1
+        window = bundle.attention_window
+        if state_users and bundle.step_path is not None and window:
+            self.step = _session(bundle, bundle.step_path, threads, STEP_INPUTS)
+            layers = int(bundle.manifest["model"]["n_layers"])
+            self.states = UserStates(state_users, depends_on=layers * (window - 1),
+                                     record_size=self._record_size)
+            self._min_len = window  # the step graph reads the window - 1 positions before
         # Item ids as an object array so a whole batch of indices maps in one take().
         self._item_ids = np.array([""] * 3 + bundle.items.tokens, dtype=object)
 
-    def score(self, windows: Sequence[np.ndarray | bytes]) -> Scores:
-        """Run the model on a batch of windows (record arrays or packed record bytes)."""
-        groups = _length_groups(self._lengths(windows), self.bundle.spec.max_len)
-        if len(groups) == 1:
-            return Scores(*self._run(windows))
+    def score(self, windows: Sequence[np.ndarray | bytes],
+              users: Sequence[str] | None = None) -> Scores:
+        """Run the model on a batch of windows (record arrays or packed record bytes).
+
+        With ``users`` (whose window each is) and a bundle with a step graph,
+        users whose state is held are scored from it, each user's windows in order.
+        """
+        if self.states is None or users is None:
+            return Scores(*self._by_length(windows, range(len(windows)), None))
+        assert self.step is not None
+        packed = [w if isinstance(w, bytes) else w.tobytes() for w in windows]
         outputs: list[np.ndarray] = []
-        for rows in groups:
-            part = self._run([windows[i] for i in rows])
-            if not outputs:  # allocate once the output shapes and types are known
-                outputs = [np.empty((len(windows), *o.shape[1:]), o.dtype) for o in part]
-            for whole, piece in zip(outputs, part, strict=True):
-                whole[rows] = piece
-        return Scores(*outputs)
+        stepped = 0
+        pending = list(range(len(packed)))
+        while pending:  # one round, unless a user's windows do not continue each other
+            runs, misses = plan_runs(pending, users, packed, self.states, self._record_size)
+            if misses:
+                *part, states = self._by_length(packed, misses, [*MODEL_OUTPUTS, STATE_OUTPUT])
+                outputs = _place(outputs, len(packed), misses, part)
+                for state, row in zip(states, misses, strict=True):
+                    self.states.keep(users[row], packed[row], state)
+            if runs:
+                *part, states = self.step.run(None, {**step_inputs(runs, self.bundle.spec),
+                                                     **self._k})
+                rows = [row for run in runs for row in run.rows]
+                outputs = _place(outputs, len(packed), rows, part)
+                for state, run in zip(states, runs, strict=True):
+                    self.states.keep(run.user, run.last, state)
+                stepped += len(rows)
+            done = set(misses).union(*(run.rows for run in runs))
+            pending = [row for row in pending if row not in done]
+        return Scores(*outputs, stepped=stepped)
+
+    def forget(self, user: str) -> None:
+        """Drop what is held of a user (erasure)."""
+        if self.states is not None:
+            self.states.forget(user)
+
+    def _by_length(self, windows: Sequence[np.ndarray | bytes], rows: Sequence[int],
+                   names: list[str] | None) -> list[np.ndarray]:
+        """The whole-window graph on ``rows`` of a batch, one call per length group."""
+        chosen = [windows[i] for i in rows]
+        groups = _length_groups(self._lengths(chosen), self.bundle.spec.max_len)
+        if len(groups) == 1:
+            return self._run(chosen, names)
+        outputs: list[np.ndarray] = []
+        for group in groups:
+            outputs = _place(outputs, len(chosen), group,
+                             self._run([chosen[i] for i in group], names))
+        return outputs
 
     def _lengths(self, windows: Sequence[np.ndarray | bytes]) -> np.ndarray:
         """Events in each window: packed bytes count records of the bundle's record size."""
@@ -88,8 +147,10 @@ class Scorer:
         return np.fromiter((len(w) // size if isinstance(w, bytes) else len(w) for w in windows),
                            dtype=np.int64, count=len(windows))
 
-    def _run(self, windows: Sequence[np.ndarray | bytes]) -> list[np.ndarray]:
-        return self.session.run(list(MODEL_OUTPUTS), batch_inputs(windows, self.bundle.spec))
+    def _run(self, windows: Sequence[np.ndarray | bytes], names: list[str] | None
+             ) -> list[np.ndarray]:
+        inputs = batch_inputs(windows, self.bundle.spec, min_len=self._min_len)
+        return self.session.run(names or list(MODEL_OUTPUTS), {**inputs, **self._k})
 
     def predict(self, events: Sequence[Event], windows: Sequence[np.ndarray | bytes], *,
                 scored_at: int) -> tuple[list[bytes], Scores]:
@@ -97,7 +158,7 @@ class Scorer:
 
         Also returns the raw scores, for online accuracy.
         """
-        scores = self.score(windows)
+        scores = self.score(windows, [event.user_id for event in events])
         k = self.top_k
         item_ids = self._item_ids.take(scores.top_items[:, :k])
         item_scores = scores.top_scores[:, :k].tolist()
@@ -113,6 +174,46 @@ class Scorer:
                               next_event_seconds=wait[row])
             for row, event in enumerate(events)
         ], scores
+
+
+def _adjustable(session: ort.InferenceSession) -> bool:
+    """Whether the graph's k of top-k may be given (model_export.export.adjustable_top_k)."""
+    return any(i.name == TOP_K_INITIALIZER for i in session.get_overridable_initializers())
+
+
+def _session(bundle: Bundle, path: Path, threads: int, inputs: tuple[str, ...]
+             ) -> ort.InferenceSession:
+    """An onnxruntime session of one of the bundle's graphs, its interface checked."""
+    options = ort.SessionOptions()
+    # Errors only: onnxruntime warns on every load that ``top_k`` is an input that may be
+    # overridden, which is the point of it.
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"{bundle.path}: onnxruntime cannot load {path.name}: {exc}") from None
+    names_in = tuple(i.name for i in session.get_inputs())
+    names_out = tuple(o.name for o in session.get_outputs())
+    if names_in != inputs or names_out[:len(MODEL_OUTPUTS)] != MODEL_OUTPUTS \
+            or names_out[len(MODEL_OUTPUTS):] not in ((), (STATE_OUTPUT,)):
+        raise BundleError(f"{bundle.path}: {path.name} has inputs {names_in} and outputs "
+                          f"{names_out}; expected {inputs} and {MODEL_OUTPUTS} (and "
+                          f"{STATE_OUTPUT!r})")
+    return session
+
+
+def _place(outputs: list[np.ndarray], size: int, rows: Sequence[int] | np.ndarray,
+           part: list[np.ndarray]) -> list[np.ndarray]:
+    """Write a call's outputs into the batch's rows, allocating them on the first call."""
+    if not outputs:
+        outputs = [np.empty((size, *o.shape[1:]), o.dtype) for o in part]
+    for whole, piece in zip(outputs, part, strict=True):
+        whole[rows] = piece
+    return outputs
 
 
 def _length_groups(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, le=100)
     max_future_seconds: int = Field(24 * 3600, ge=0)
     inference_threads: int = Field(1, ge=1, le=64)
+    # Users whose model state is held between their events, so that their next event runs
+    # through the network alone (streams/user_states.py; ~24 KB each with the default
+    # model). 0 scores every event on its whole window.
+    state_users: int = Field(10_000, ge=0, le=10_000_000)
 
     # State and guarantees
     store: Literal["memory", "rocksdb"] = "memory"

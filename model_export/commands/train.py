@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=d.d_model)
     parser.add_argument("--layers", type=int, default=d.n_layers)
     parser.add_argument("--heads", type=int, default=d.n_heads)
+    parser.add_argument("--attention-window", type=int, default=None,
+                        help="events each attention layer reads, itself included (0: every "
+                             "earlier event, which serving cannot step); default: the longest "
+                             "whose reach, layers x (window - 1) + 1, fits in --max-len")
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads,
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     options = TrainOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, max_len=args.max_len, d_model=args.d_model,
-        n_layers=args.layers, n_heads=args.heads, dropout=args.dropout, patience=args.patience,
+        n_layers=args.layers, n_heads=args.heads, attention_window=args.attention_window,
+        dropout=args.dropout, patience=args.patience,
         seed=args.seed, threads=args.threads, horizon_seconds=int(args.horizon_hours * 3600),
         ttl_seconds=int(args.ttl_days * 86400), quiet=args.quiet,
         dp=args.dp or args.dp_noise_multiplier is not None,

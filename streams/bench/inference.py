@@ -53,6 +53,7 @@ def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # not the warning that top_k may be overridden
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -5,7 +5,7 @@ import onnxruntime as ort
 import orjson
 
 from streams.bundle import load_bundle
-from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS
+from streams.encoding import MODEL_INPUTS, MODEL_OUTPUTS, STATE_OUTPUT
 
 
 def test_tiny_bundle_loads_and_lists_every_file(tiny_bundle):
@@ -25,13 +25,13 @@ def test_tiny_bundle_loads_and_lists_every_file(tiny_bundle):
 def test_onnx_graph_has_symbolic_batch_and_sequence(tiny_bundle):
     session = ort.InferenceSession(str(tiny_bundle / "model.onnx"))
     assert tuple(i.name for i in session.get_inputs()) == MODEL_INPUTS
-    assert tuple(o.name for o in session.get_outputs()) == MODEL_OUTPUTS
+    assert tuple(o.name for o in session.get_outputs()) == (*MODEL_OUTPUTS, STATE_OUTPUT)
     for inp in session.get_inputs():
         assert isinstance(inp.shape[0], str) and isinstance(inp.shape[1], str)
     for batch, seq in [(1, 1), (2, 9), (5, 33)]:
         feeds = {n: np.ones((batch, seq), np.int64) for n in MODEL_INPUTS[:4]}
         feeds["queries"] = np.zeros((batch, seq, 4), np.int64)
-        action, items, scores, purchase, seconds = session.run(None, feeds)
+        action, items, scores, purchase, seconds = session.run(list(MODEL_OUTPUTS), feeds)
         assert action.shape == (batch, 5) and items.shape == (batch, 20)
         assert (items >= 3).all() and np.all(np.diff(scores, axis=1) <= 0)
         assert purchase.shape == seconds.shape == (batch,)

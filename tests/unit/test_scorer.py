@@ -46,7 +46,8 @@ def test_predictions_follow_the_contract(bundle):
     scorer = Scorer(bundle, top_k=10)
     events, windows = user_windows(bundle)
     messages, scores = scorer.predict(events, windows, scored_at=123)
-    assert scores.top_items.shape == (len(events), bundle.top_k)
+    # The bundle's graph can return 20 items; the scorer asks it for the 10 it sends.
+    assert bundle.top_k == 20 and scores.top_items.shape == (len(events), 10)
     schema = json.loads((SCHEMAS / "prediction.v1.json").read_text())
     assert len(messages) == len(events)
     for event, message in zip(events, messages):
@@ -130,3 +131,62 @@ def test_a_bundle_for_another_encoding_is_refused(bundle_copy):
 def test_a_missing_bundle_says_what_to_do(tmp_path):
     with pytest.raises(BundleError, match="SHOPCAST_BUNDLE_PATH"):
         load_bundle(tmp_path)
+
+
+def user_histories(bundle, n_users=3, n_events=30):
+    """Each user's windows after every event: (user, packed window) in time order."""
+    encoder = Encoder(bundle.spec, bundle.items, bundle.categories)
+    items = bundle.items.tokens
+    history = []
+    for u in range(n_users):
+        window = UserWindow.empty(encoder)
+        for n in range(n_events):
+            kind = ("browse", "click", "search", "add_to_cart")[(n + u) % 4]
+            event = Event(event_id=f"s-{u}-{n}", user_id=f"u-{u}", type=kind,
+                          ts_ms=1_760_000_000_000 + 30_000 * n,
+                          item_id=None if kind == "search" else items[(u * 5 + n * 3) % len(items)],
+                          query="blue lamp" if kind == "search" else None)
+            window = window.append(event, encoder, now_ms=0, ttl_ms=DAY_MS,
+                                   max_len=bundle.spec.max_len)
+            history.append((n, f"u-{u}", window.body))
+    history.sort(key=lambda h: h[0])  # interleave the users, each in order
+    return [(user, body) for _, user, body in history]
+
+
+def test_held_states_give_the_predictions_of_whole_windows(bundle):
+    # The tiny bundle's windows hold 20 events and its attention reads 10: after the
+    # first event of each user, every event is stepped from the state its previous one
+    # left, in batches where a user has one event or several, and long after the
+    # windows are full and slide.
+    assert bundle.step_path is not None and bundle.attention_window == 10
+    history = user_histories(bundle)
+    whole = Scorer(bundle, top_k=10)
+    held = Scorer(bundle, top_k=10, state_users=100)
+    stepped = 0
+    for start, size in ((0, 3), (3, 1), (4, 9), (13, 30), (43, 47)):
+        users = [user for user, _ in history[start:start + size]]
+        windows = [body for _, body in history[start:start + size]]
+        want, got = whole.score(windows), held.score(windows, users)
+        for name in ("next_action", "top_scores", "purchase_probability"):
+            assert np.allclose(getattr(got, name), getattr(want, name), atol=1e-5), name
+        assert np.array_equal(got.top_items[:, :3], want.top_items[:, :3])
+        stepped += got.stepped
+    assert stepped == len(history) - 3  # all but each user's first event
+
+
+def test_a_window_that_is_not_the_held_one_plus_an_event_is_scored_whole(bundle):
+    history = [body for user, body in user_histories(bundle, n_users=1) if user == "u-0"]
+    scorer = Scorer(bundle, top_k=10, state_users=100)
+    scorer.score([history[10]], ["u-0"])
+    assert scorer.score([history[12]], ["u-0"]).stepped == 0  # an event in between missed
+    assert scorer.score([history[12]], ["u-0"]).stepped == 0  # the same window again
+    assert scorer.score([history[13]], ["u-0"]).stepped == 1
+    scorer.forget("u-0")
+    assert scorer.score([history[14]], ["u-0"]).stepped == 0
+
+
+def test_no_state_is_held_when_it_is_turned_off(bundle):
+    history = user_histories(bundle, n_users=1)
+    scorer = Scorer(bundle, top_k=10, state_users=0)
+    windows = [body for _, body in history[:5]]
+    assert scorer.states is None and scorer.score(windows, ["u-0"] * 5).stepped == 0

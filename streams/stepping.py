@@ -1,0 +1,83 @@
+"""Which events of a batch the step graph can score, and its inputs for them.
+
+A *run* is one user's consecutive events in a batch whose state before the
+first one is held (:mod:`streams.user_states`): the step graph scores all of
+them in one row (see ``model_export.model.StepPredictor``). A run ends where
+the next window does not continue the previous one exactly (a redelivered
+event, an event dropped by the TTL, windows shorter than the model's reach
+that slide): that event waits for the next round, scored from its whole
+window or from the state the run leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.encoding import EncodingSpec, batch_inputs
+from streams.user_states import UserStates
+
+
+@dataclass
+class Run:
+    """A user's events that one row of the step graph scores."""
+
+    user: str
+    past: np.ndarray  # the state before the first event, (L, 2, H, P, D)
+    span: bytes  # the first event's window and each later event's record
+    rows: list[int] = field(default_factory=list)  # the events' rows in the batch
+    lengths: list[int] = field(default_factory=list)  # each event's window, in records
+    last: bytes = b""  # the last event's window
+
+
+def plan_runs(pending: Sequence[int], users: Sequence[str], windows: Sequence[bytes],
+              states: UserStates, record_size: int) -> tuple[list[Run], list[int]]:
+    """Runs for the pending rows, and the rows to score from their whole window first.
+
+    A user whose first pending event has no held state gets a miss: that
+    event is scored whole, its state kept, and the user's other events wait
+    for the next round.
+    """
+    by_user: dict[str, list[int]] = {}
+    for row in pending:
+        by_user.setdefault(users[row], []).append(row)
+    runs: list[Run] = []
+    misses: list[int] = []
+    for user, rows in by_user.items():
+        first = windows[rows[0]]
+        past = states.before(user, first)
+        if past is None:
+            misses.append(rows[0])
+            continue
+        run = Run(user, past, first, [rows[0]], [len(first) // record_size], first)
+        for row in rows[1:]:
+            window = windows[row]
+            before = window[:-record_size]
+            # The state chain holds (the same rule as for a held state), and the span
+            # ends with this event's window, so its pointer reads what the window holds.
+            if not (states.follows(run.last, window) and run.span.endswith(before)):
+                break
+            run.span += window[-record_size:]
+            run.rows.append(row)
+            run.lengths.append(len(window) // record_size)
+            run.last = window
+        runs.append(run)
+    return runs, misses
+
+
+def step_inputs(runs: Sequence[Run], spec: EncodingSpec) -> dict[str, np.ndarray]:
+    """The step graph's inputs for runs; its outputs come in the runs' order, row by row."""
+    n = max(len(run.rows) for run in runs)
+    layers, two, heads, n_past, d_head = runs[0].past.shape
+    inputs = batch_inputs([run.span for run in runs], spec, min_len=n_past + n)
+    past = np.zeros((len(runs), layers, two, heads, n_past + n, d_head), np.float32)
+    fresh = np.zeros((len(runs), n), np.int64)
+    take = []
+    for b, run in enumerate(runs):
+        k = len(run.rows)
+        past[b, :, :, :, n - k:n - k + n_past] = run.past
+        fresh[b, n - k:] = run.lengths
+        take.extend(range(b * n + n - k, b * n + n))
+    return {**inputs, "past": past, "fresh": fresh, "take": np.array(take, np.int64)}
