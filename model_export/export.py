@@ -189,7 +189,6 @@ def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, tor
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     step = (ort.InferenceSession(str(step_path), options, providers=["CPUExecutionProvider"])
             if step_path is not None else None)
-    window = model.cfg.attention_window
     n, length = samples["actions"].shape
     shapes = sorted({(1, 1), (1, length), (min(3, n), min(7, length)),
                      (n, max(1, length // 2)), (n, length), (min(5, n), length)})
@@ -212,8 +211,11 @@ def parity_check(model: NextActionModel, onnx_path: Path, samples: dict[str, tor
 
 def _step_parity(model: NextActionModel, session: Any, step: Any,
                  inputs: dict[str, torch.Tensor], top_k: int) -> float:
-    """The step graph on each window's last (up to) three events, given the state the
-    whole-window graph returned for the rest, against PyTorch on each event's window."""
+    """The step graph against PyTorch on each window's last (up to) three events.
+
+    The step graph gets the state the whole-window graph returned for the rest
+    of the window; PyTorch gets each event's own window.
+    """
     b, t = inputs["actions"].shape
     k = min(3, t - 1)
     real = inputs["actions"][:, t - k] > 0  # rows whose fresh events are all real events

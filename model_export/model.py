@@ -469,8 +469,7 @@ class Predictor(nn.Module):
 
     def forward(self, items: torch.Tensor, categories: torch.Tensor, actions: torch.Tensor,
                 gaps: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Inputs (B, T) and (B, T, S) -> next_action, top_items, top_scores, purchase,
-        seconds, state."""
+        """Inputs (B, T) and (B, T, S) -> the five outputs of the interface, and state."""
         encoded = self.model(items, categories, actions, gaps, queries, last_only=True)
         past = self.model.cfg.attention_window - 1
         state = torch.stack([torch.stack([k[:, :, -past:], v[:, :, -past:]], dim=1)
@@ -529,7 +528,8 @@ class StepPredictor(nn.Module):
         key = torch.arange(span, device=actions.device)
         query = key[n_past:, None]  # (N, 1)
         band = (key[None, :] <= query) & (query - key[None, :] < m.cfg.attention_window)
-        allowed = (band[None] & (actions[:, -span:] > 0)[:, None, :]) | (key[None, :] == query)[None]
+        itself = (key[None, :] == query)[None]  # a padding query reads itself: no NaN
+        allowed = (band[None] & (actions[:, -span:] > 0)[:, None, :]) | itself
         cos, sin = m.rotary(span)
         states = []
         for i, block in enumerate(cast(list[Block], list(m.blocks))):

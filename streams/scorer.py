@@ -63,8 +63,11 @@ class Scorer:
 
     def __init__(self, bundle: Bundle, *, top_k: int = 10, threads: int = 1,
                  state_users: int = 0, at_least: int = 10) -> None:
-        """``top_k`` items go into each prediction; the graph returns at least ``at_least``
-        (online accuracy counts hits in the top 10), never more than the bundle's."""
+        """Score with ``bundle``, ``top_k`` items per prediction.
+
+        The graph returns at least ``at_least`` items (online accuracy counts
+        hits in the top 10), never more than the bundle's.
+        """
         if top_k > bundle.top_k:
             raise BundleError(f"SHOPCAST_TOP_K={top_k} but the bundle's graph returns only "
                               f"{bundle.top_k} items; lower SHOPCAST_TOP_K or re-export with "
@@ -98,7 +101,7 @@ class Scorer:
         users whose state is held are scored from it, each user's windows in order.
         """
         if self.states is None or users is None:
-            return Scores(*self._by_length(windows, range(len(windows)), None))
+            return _scores(self._by_length(windows, range(len(windows)), None))
         assert self.step is not None
         packed = [w if isinstance(w, bytes) else w.tobytes() for w in windows]
         outputs: list[np.ndarray] = []
@@ -121,7 +124,7 @@ class Scorer:
                 stepped += len(rows)
             done = set(misses).union(*(run.rows for run in runs))
             pending = [row for row in pending if row not in done]
-        return Scores(*outputs, stepped=stepped)
+        return _scores(outputs, stepped)
 
     def forget(self, user: str) -> None:
         """Drop what is held of a user (erasure)."""
@@ -174,6 +177,11 @@ class Scorer:
                               next_event_seconds=wait[row])
             for row, event in enumerate(events)
         ], scores
+
+
+def _scores(outputs: list[np.ndarray], stepped: int = 0) -> Scores:
+    action, items, scores, purchase, seconds = outputs
+    return Scores(action, items, scores, purchase, seconds, stepped)
 
 
 def _adjustable(session: ort.InferenceSession) -> bool:

@@ -74,7 +74,7 @@ def step_inputs(runs: Sequence[Run], spec: EncodingSpec) -> dict[str, np.ndarray
     inputs = batch_inputs([run.span for run in runs], spec, min_len=n_past + n)
     past = np.zeros((len(runs), layers, two, heads, n_past + n, d_head), np.float32)
     fresh = np.zeros((len(runs), n), np.int64)
-    take = []
+    take: list[int] = []
     for b, run in enumerate(runs):
         k = len(run.rows)
         past[b, :, :, :, n - k:n - k + n_past] = run.past

@@ -2,9 +2,11 @@
 
 Per-event time of the bundle's ONNX model at batch sizes 1, 16, 64 and 256 on
 full windows of simulated shoppers: onnxruntime fp32, onnxruntime int8
-(dynamic quantization of the same graph), and PyTorch eager when torch and a
-checkpoint of the same model are available. One inference thread each, as the
-worker runs it.
+(dynamic quantization of the same graph), PyTorch eager when torch and a
+checkpoint of the same model are available, and the bundle's step graph (when
+it has one) scoring each window's newest event from the state of the rest,
+as the worker does for a user whose state it holds. One inference thread
+each, as the worker runs it; every graph returns the bundle's top_k items.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from streams.bundle import Bundle, load_bundle
-from streams.encoding import MODEL_OUTPUTS, Encoder, batch_inputs
+from streams.encoding import MODEL_OUTPUTS, STATE_OUTPUT, Encoder, batch_inputs
+from streams.stepping import Run, step_inputs
 from streams.traffic import simulated_traffic
 from streams.window import UserWindow
 
@@ -82,6 +85,10 @@ def run_inference_bench(bundle_path: Path, checkpoint: Path | None, *, seconds: 
     variants["onnxruntime fp32"] = lambda b: lambda: fp32.run(list(MODEL_OUTPUTS), inputs[b])
     int8 = _session(_quantized(bundle))
     variants["onnxruntime int8"] = lambda b: lambda: int8.run(list(MODEL_OUTPUTS), inputs[b])
+    if bundle.step_path is not None:
+        step = _session(bundle.step_path)
+        steps = {b: _step_inputs(bundle, fp32, windows[:b]) for b in BATCH_SIZES}
+        variants["onnxruntime step"] = lambda b: lambda: step.run(list(MODEL_OUTPUTS), steps[b])
     eager = _torch_eager(bundle, checkpoint)
     if eager is not None:
         variants["pytorch eager"] = lambda b: lambda: eager(inputs[b])
@@ -96,6 +103,16 @@ def run_inference_bench(bundle_path: Path, checkpoint: Path | None, *, seconds: 
             say(f"{name:18s} batch {b:4d}: {us:9.1f} µs/event ({1e6 / us:,.0f} events/s)")
     return {"bundle": bundle.model_version, "window_length": bundle.spec.max_len,
             "items": len(bundle.items) - 3, "us_per_event": results}
+
+
+def _step_inputs(bundle: Bundle, whole: ort.InferenceSession, windows: list[np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+    """Step-graph inputs for each window's newest event, the state of the rest computed."""
+    min_len = bundle.attention_window
+    state = whole.run([STATE_OUTPUT], batch_inputs([w[:-1] for w in windows], bundle.spec,
+                                                   min_len=min_len))[0]
+    runs = [Run(str(i), state[i], w.tobytes(), [i], [len(w)]) for i, w in enumerate(windows)]
+    return step_inputs(runs, bundle.spec)
 
 
 def _quantized(bundle: Bundle) -> Path:

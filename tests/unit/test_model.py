@@ -110,7 +110,8 @@ def test_top_k_is_capped_by_the_catalogue(model):
 def test_the_attention_window_is_the_longest_that_fits_the_window(model):
     cfg = model.cfg
     assert cfg.attention_window == 6  # 2 blocks x 5 earlier events + the newest = 11 <= 12
-    assert ModelConfig.for_encoding(EncodingSpec(), n_items=40, n_categories=9).attention_window == 25
+    default = ModelConfig.for_encoding(EncodingSpec(), n_items=40, n_categories=9)
+    assert default.attention_window == 25  # 2 x 24 + 1 = 49 <= 50
 
 
 def test_an_event_beyond_the_model_s_reach_changes_no_prediction(model):
