@@ -84,7 +84,8 @@ class Scorer:
         self.states: UserStates | None = None
         self._min_len = 1
         window = bundle.attention_window
-        if state_users and bundle.step_path is not None and window:
+        returns_state = STATE_OUTPUT in (o.name for o in self.session.get_outputs())
+        if state_users and bundle.step_path is not None and window and returns_state:
             self.step = _session(bundle, bundle.step_path, threads, STEP_INPUTS)
             layers = int(bundle.manifest["model"]["n_layers"])
             self.states = UserStates(state_users, depends_on=layers * (window - 1),
@@ -107,14 +108,18 @@ class Scorer:
         outputs: list[np.ndarray] = []
         stepped = 0
         pending = list(range(len(packed)))
-        while pending:  # one round, unless a user's windows do not continue each other
+        # Usually two calls: the first events of users without a held state, whole; then
+        # every other event, stepped. More only where a user's windows do not continue
+        # each other (each round scores at least one event of every pending user).
+        while pending:
             runs, misses = plan_runs(pending, users, packed, self.states, self._record_size)
             if misses:
                 *part, states = self._by_length(packed, misses, [*MODEL_OUTPUTS, STATE_OUTPUT])
                 outputs = _place(outputs, len(packed), misses, part)
                 for state, row in zip(states, misses, strict=True):
                     self.states.keep(users[row], packed[row], state)
-            if runs:
+                scored = set(misses)  # plan again: these users' later events can step now
+            else:
                 *part, states = self.step.run(None, {**step_inputs(runs, self.bundle.spec),
                                                      **self._k})
                 rows = [row for run in runs for row in run.rows]
@@ -122,8 +127,8 @@ class Scorer:
                 for state, run in zip(states, runs, strict=True):
                     self.states.keep(run.user, run.last, state)
                 stepped += len(rows)
-            done = set(misses).union(*(run.rows for run in runs))
-            pending = [row for row in pending if row not in done]
+                scored = set(rows)
+            pending = [row for row in pending if row not in scored]
         return _scores(outputs, stepped)
 
     def forget(self, user: str) -> None:
