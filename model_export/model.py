@@ -32,9 +32,9 @@ Attention is windowed (``attention_window`` events, itself included, in
 every block) and the pointer's keys embed each event alone, so what
 the network computes for an event never changes once later events arrive.
 :class:`StepPredictor`, the bundle's second graph, uses that: given the keys
-and values of a user's previous events (returned by the call for their
-previous event) it runs the blocks for the newest event alone, a fraction of
-the work of the whole window, with the same predictions.
+and values of a user's earlier events (returned with the prediction for the
+last of them) it runs the blocks for the user's new events alone, a fraction
+of the work of whole windows, with the same predictions.
 ``forward`` is tensor code only, so it exports to ONNX as written.
 """
 
@@ -455,8 +455,8 @@ class NextActionModel(nn.Module):
 class Predictor(nn.Module):
     """The bundle's ONNX interface: the last position's predictions, top-k inside the graph.
 
-    Also returns ``state``: every block's keys and values of the newest
-    ``attention_window - 1`` positions, (B, L, 2, H, W - 1, D), what
+    With windowed attention, also returns ``state``: every block's keys and
+    values of the newest ``attention_window - 1`` positions, (B, L, 2, H, W - 1, D), what
     :class:`StepPredictor` needs for the user's next event. The window must
     hold at least that many positions (left padding counts).
     """
@@ -471,6 +471,8 @@ class Predictor(nn.Module):
                 gaps: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Inputs (B, T) and (B, T, S) -> the five outputs of the interface, and state."""
         encoded = self.model(items, categories, actions, gaps, queries, last_only=True)
+        if not self.model.cfg.attention_window:  # no step graph, so no state to hand on
+            return predictions(self.model, encoded, items, self.top_k)
         past = self.model.cfg.attention_window - 1
         state = torch.stack([torch.stack([k[:, :, -past:], v[:, :, -past:]], dim=1)
                              for k, v in encoded.keys_values], dim=1)

@@ -7,9 +7,9 @@ with a message that says which part and what to do.
 
 Files: ``model.onnx``, ``manifest.json``, ``items.json``, ``categories.json``,
 ``evaluation.json`` (the evaluation report) and optionally plots. A model with
-windowed attention also has ``step.onnx``, which scores a user's newest event
+windowed attention also has ``step.onnx``, which scores a user's new events
 from the state ``model.onnx`` (or ``step.onnx`` itself) returned for the
-user's previous one; bundles without it are scored window by window.
+user's earlier ones; bundles without it are scored window by window.
 """
 
 from __future__ import annotations

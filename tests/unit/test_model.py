@@ -174,3 +174,5 @@ def test_a_model_without_an_attention_window_has_no_step_graph():
     cfg = ModelConfig.for_encoding(SPEC, n_items=40, n_categories=9, attention_window=0)
     with pytest.raises(ValueError, match="no step graph"):
         StepPredictor(NextActionModel(cfg), 10)
+    with torch.no_grad():  # and its whole-window graph returns no state
+        assert len(Predictor(NextActionModel(cfg).eval(), 10)(*window().values())) == 5
