@@ -188,6 +188,13 @@ def build() -> dict[str, Any]:
                           f"sum(rate(shopcast_batch_size_events_count{{{SEL}}}[{RATE}]))",
                           "mean"),
                         q(quantile(0.9, "shopcast_batch_size_events"), "p90")], "none"), 6)
+    lay.add(timeseries("Predictions stepped from a held state", "Share of predictions whose "
+                       "event ran through the network alone, from the state its user's "
+                       "previous event left (the rest are scored on the whole window: users "
+                       "new to this worker or beyond SHOPCAST_STATE_USERS).",
+                       [q(f"sum(rate(shopcast_stepped_predictions_total{{{SEL}}}[{RATE}])) / "
+                          f"sum(rate(shopcast_predictions_total{{{SEL}}}[{RATE}]))",
+                          "stepped")], "percentunit"), 6)
 
     lay.row("Kafka")
     lay.add(timeseries("Consumer lag per partition", "Messages not yet consumed, per assigned "

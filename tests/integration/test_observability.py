@@ -66,6 +66,7 @@ MOVING = [
     ("shopcast_batch_size_events_count", None),
     ("shopcast_inference_seconds_count", None),
     ("shopcast_inference_seconds_sum", None),
+    ("shopcast_stepped_predictions_total", None),  # users' later events step
     ("shopcast_event_to_prediction_seconds_count", None),
     ("shopcast_append_to_prediction_seconds_count", None),
     ("shopcast_window_length_events_count", None),

@@ -42,7 +42,7 @@ ON_THE_DASHBOARD = {
     "shopcast_online_purchase_expected_total", "shopcast_model_info",
     "shopcast_rebalances_total", "shopcast_window_users",
     "shopcast_funnel_events_total", "shopcast_zero_click_searches_total",
-    "shopcast_searches_followed_total",
+    "shopcast_searches_followed_total", "shopcast_stepped_predictions_total",
 }
 
 
