@@ -36,6 +36,7 @@ from streams.encoding import (
     batch_inputs,
     record_dtype,
 )
+from streams.online import HIT_AT
 from streams.stepping import plan_runs, step_inputs
 from streams.user_states import UserStates
 
@@ -62,11 +63,11 @@ class Scorer:
     """Runs a verified bundle's ONNX model on batches of windows."""
 
     def __init__(self, bundle: Bundle, *, top_k: int = 10, threads: int = 1,
-                 state_users: int = 0, at_least: int = 10) -> None:
+                 state_users: int = 0) -> None:
         """Score with ``bundle``, ``top_k`` items per prediction.
 
-        The graph returns at least ``at_least`` items (online accuracy counts
-        hits in the top 10), never more than the bundle's.
+        The graph returns at least the items online accuracy counts hits in
+        (``streams.online.HIT_AT``), never more than the bundle's.
         """
         if top_k > bundle.top_k:
             raise BundleError(f"SHOPCAST_TOP_K={top_k} but the bundle's graph returns only "
@@ -77,7 +78,7 @@ class Scorer:
         self.session = _session(bundle, bundle.model_path, threads, MODEL_INPUTS)
         # A graph exported with an adjustable k returns only the items wanted: onnxruntime's
         # top-k costs about ten times more for the bundle's 100 items than for 10.
-        returned = np.array([min(max(top_k, at_least), bundle.top_k)], dtype=np.int64)
+        returned = np.array([min(max(top_k, HIT_AT), bundle.top_k)], dtype=np.int64)
         self._k = {TOP_K_INITIALIZER: returned} if _adjustable(self.session) else {}
         self._record_size = record_dtype(bundle.spec).itemsize
         self.step: ort.InferenceSession | None = None
