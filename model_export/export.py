@@ -216,7 +216,7 @@ def _step_parity(model: NextActionModel, session: Any, step: Any,
     The step graph gets the state the whole-window graph returned for the rest
     of the window; PyTorch gets each event's own window.
     """
-    b, t = inputs["actions"].shape
+    t = inputs["actions"].shape[1]
     k = min(3, t - 1)
     real = inputs["actions"][:, t - k] > 0  # rows whose fresh events are all real events
     if not real.any():
