@@ -37,7 +37,7 @@ from streams.encoding import (
     record_dtype,
 )
 from streams.online import HIT_AT
-from streams.stepping import plan_runs, step_inputs
+from streams.stepping import Run, fresh_groups, plan_runs, step_inputs
 from streams.user_states import UserStates
 
 # Windows are grouped by their length rounded up to a multiple of this many events.
@@ -109,9 +109,10 @@ class Scorer:
         outputs: list[np.ndarray] = []
         stepped = 0
         pending = list(range(len(packed)))
-        # Usually two calls: the first events of users without a held state, whole; then
-        # every other event, stepped. More only where a user's windows do not continue
-        # each other (each round scores at least one event of every pending user).
+        # Usually two rounds: the first events of users without a held state, whole; then
+        # every other event, stepped (a call per group of runs with similar numbers of
+        # events). More only where a user's windows do not continue each other (each
+        # round scores at least one event of every pending user).
         while pending:
             runs, misses = plan_runs(pending, users, packed, self.states, self._record_size)
             if misses:
@@ -121,16 +122,22 @@ class Scorer:
                     self.states.keep(users[row], packed[row], state)
                 scored = set(misses)  # plan again: these users' later events can step now
             else:
-                *part, states = self.step.run(None, {**step_inputs(runs, self.bundle.spec),
-                                                     **self._k})
-                rows = [row for run in runs for row in run.rows]
-                outputs = _place(outputs, len(packed), rows, part)
-                for state, run in zip(states, runs, strict=True):
-                    self.states.keep(run.user, run.last, state)
-                stepped += len(rows)
-                scored = set(rows)
+                scored = set()
+                for group in fresh_groups(runs):
+                    rows, part = self._step(group)
+                    outputs = _place(outputs, len(packed), rows, part)
+                    scored.update(rows)
+                stepped += len(scored)
             pending = [row for row in pending if row not in scored]
         return _scores(outputs, stepped)
+
+    def _step(self, runs: Sequence[Run]) -> tuple[list[int], list[np.ndarray]]:
+        """The step graph on runs: their rows in the batch and the predictions; keeps states."""
+        assert self.step is not None and self.states is not None
+        *part, states = self.step.run(None, {**step_inputs(runs, self.bundle.spec), **self._k})
+        for state, run in zip(states, runs, strict=True):
+            self.states.keep(run.user, run.last, state)
+        return [row for run in runs for row in run.rows], part
 
     def forget(self, user: str) -> None:
         """Drop what is held of a user (erasure)."""

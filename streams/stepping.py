@@ -19,6 +19,13 @@ import numpy as np
 from streams.encoding import EncodingSpec, batch_inputs
 from streams.user_states import UserStates
 
+# A call pads every run to the most fresh events of any run in it, and the blocks run on
+# every padded position; grouping runs by their number of fresh events (rounded up to a
+# power of two) keeps the padding under 2x. A call costs about as much as five events
+# (0.55 ms against ~90 us per event, default bundle), so a group of fewer than this many
+# events joins the next one up.
+MIN_STEP_EVENTS = 32
+
 
 @dataclass
 class Run:
@@ -65,6 +72,31 @@ def plan_runs(pending: Sequence[int], users: Sequence[str], windows: Sequence[by
             run.last = window
         runs.append(run)
     return runs, misses
+
+
+def fresh_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """Runs in groups of similar numbers of fresh events, one step-graph call each.
+
+    Without them one user with 30 events in a batch where the others have 3
+    makes the call ten times the work: measured on the bench log at batches of
+    256 events, 110 us per event in one call against 85 at batches of 60.
+    """
+    by_size: dict[int, list[Run]] = {}
+    for run in runs:
+        by_size.setdefault((len(run.rows) - 1).bit_length(), []).append(run)
+    groups: list[list[Run]] = []
+    pending: list[Run] = []
+    for size in sorted(by_size):
+        pending += by_size[size]
+        if sum(len(run.rows) for run in pending) >= MIN_STEP_EVENTS:
+            groups.append(pending)
+            pending = []
+    if pending:  # the most fresh events, too few for a call of their own
+        if groups:
+            groups[-1] += pending
+        else:
+            groups.append(pending)
+    return groups
 
 
 def step_inputs(runs: Sequence[Run], spec: EncodingSpec) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from streams.bundle import BundleError, load_bundle
 from streams.contracts import ACTIONS, Event, Prediction
 from streams.encoding import Encoder
 from streams.scorer import MIN_GROUP, Scorer, _length_groups
+from streams.stepping import Run, fresh_groups
 from streams.window import UserWindow
 
 SCHEMAS = Path(__file__).parents[2] / "streams" / "schemas"
@@ -172,6 +173,45 @@ def test_held_states_give_the_predictions_of_whole_windows(bundle):
         assert np.array_equal(got.top_items[:, :3], want.top_items[:, :3])
         stepped += got.stepped
     assert stepped == len(history) - 3  # all but each user's first event
+
+
+def test_users_with_many_and_few_events_in_a_batch_are_stepped_in_separate_calls(bundle):
+    # One user with 33 new events and 40 users with one each: one call would pad every
+    # user to 33 events. Grouped by their number of events, two calls give the
+    # predictions of whole windows.
+    history = user_histories(bundle, n_users=41, n_events=36)
+    by_user: dict[str, list[bytes]] = {}
+    for user, body in history:
+        by_user.setdefault(user, []).append(body)
+    first = [(user, windows[0]) for user, windows in by_user.items()]
+    batch = [("u-0", w) for w in by_user["u-0"][1:34]] + \
+        [(user, windows[1]) for user, windows in by_user.items() if user != "u-0"]
+    whole = Scorer(bundle, top_k=10)
+    held = Scorer(bundle, top_k=10, state_users=100)
+    held.score([w for _, w in first], [u for u, _ in first])
+    calls = []
+    run = held.step.run
+    held.step.run = lambda names, feeds: calls.append(feeds["fresh"].shape) or run(names, feeds)
+    got = held.score([w for _, w in batch], [u for u, _ in batch])
+    want = whole.score([w for _, w in batch])
+    assert sorted(calls) == [(1, 33), (40, 1)] and got.stepped == len(batch)
+    for name in ("next_action", "top_scores", "purchase_probability"):
+        assert np.allclose(getattr(got, name), getattr(want, name), atol=1e-5), name
+    assert np.array_equal(got.top_items[:, :3], want.top_items[:, :3])
+
+
+def test_runs_are_grouped_by_their_number_of_events_and_small_groups_join_larger_ones():
+    def runs(*sizes):
+        return [Run(f"u-{i}", np.zeros(0), b"", rows=list(range(k))) for i, k in enumerate(sizes)]
+
+    def shape(groups):
+        return [sorted(len(run.rows) for run in group) for group in groups]
+
+    assert shape(fresh_groups(runs(3, 1, 2))) == [[1, 2, 3]]  # too few events to split
+    assert shape(fresh_groups(runs(*[1] * 40, 33))) == [[1] * 40, [33]]
+    # 3 and 4 events pad to 4; 5 to 8 more; the 20 events of 17+ join the group before.
+    sizes = [3] * 6 + [4] * 4 + [5] * 8 + [20]
+    assert shape(fresh_groups(runs(*sizes))) == [[3] * 6 + [4] * 4, [5] * 8 + [20]]
 
 
 def test_a_window_that_is_not_the_held_one_plus_an_event_is_scored_whole(bundle):
