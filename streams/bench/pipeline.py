@@ -8,7 +8,10 @@ On one broker and one simulated log:
 (b) *worker*: a real ``shopcast worker`` process scoring the same events.
 
 Both start with the whole log already in the topic, so they run flat out;
-throughput is events over the time from the first output to the last. Then,
+throughput is events over the time from the first output to the last, and the
+CPU each spends per event (and how busy the machine was meanwhile) says where
+the difference goes: when the machine is busy throughout, the throughput
+ratio is about the inverse ratio of CPU per event. Then,
 with the worker warm, events are offered at 25%, 50% and 75% of the worker's
 measured maximum and the end-to-end latency (event produced -> prediction
 consumed) is measured for each, and, as the floor that Kafka and the clients
@@ -36,6 +39,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.bench.cpu import CpuSpan
 from streams.embedded_broker import free_port
 from streams.eventlog import LogRecord
 from streams.kafka_config import client_kwargs
@@ -59,6 +63,9 @@ class PipelineResult:
     # cost on their own (two producer lingers, two fetches), without any worker.
     raw_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     broker: str = ""
+    # CPU microseconds per event of the raw loop and of the worker process, and the cores
+    # the whole machine kept busy meanwhile (broker included when it runs here).
+    cpu: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def throughput_ratio(self) -> float:
@@ -71,7 +78,7 @@ class PipelineResult:
                 "worker_eps": round(self.worker_eps, 1),
                 "throughput_ratio": round(self.throughput_ratio, 4),
                 "latency_ms": self.latency_ms, "raw_latency_ms": self.raw_latency_ms,
-                "broker": self.broker}
+                "cpu": self.cpu, "broker": self.broker}
 
 
 def bench_log(n: int) -> list[LogRecord]:
@@ -84,12 +91,13 @@ async def preload(settings: Settings, topic: str, records: list[LogRecord]) -> N
     await replay(records, topic=topic, client=client_kwargs(settings))
 
 
-async def raw_passthrough(settings: Settings, source: str, target: str, n: int | None
-                          ) -> float:
+async def raw_passthrough(settings: Settings, source: str, target: str, n: int | None,
+                          cpu: CpuSpan | None = None) -> float:
     """The ceiling: consume, decode, add a field, produce; returns events per second.
 
     With ``n`` it reads ``source`` from the start until ``n`` events went through. With
     None it reads only what arrives after it started, until cancelled: the latency floor.
+    ``cpu`` (of this process) spans the first record to the last one sent.
     """
     client = client_kwargs(settings)
     options = {"max_poll_records": 5000, "fetch_max_bytes": 64 * 1024 * 1024}
@@ -117,12 +125,16 @@ async def raw_passthrough(settings: Settings, source: str, target: str, n: int |
             for records in batches.values():
                 if first is None:
                     first = time.perf_counter()
+                    if cpu is not None:
+                        cpu.start()
                 for record in records:
                     event = orjson.loads(record.value)
                     event["seen_by"] = "raw"
                     await producer.send(target, orjson.dumps(event), key=record.key)
                 done += len(records)
         await producer.flush()
+        if cpu is not None:
+            cpu.stop()
     finally:
         await producer.stop()
         await consumer.stop()
@@ -173,24 +185,29 @@ class BenchWorker:
                 return float(line.split()[1])
         return 0.0
 
-    async def wait_for(self, count: float, timeout: float, *, poll: float = 0.05
-                       ) -> tuple[float, float]:
-        """Wait until ``count`` predictions; return (time of the first, time of the last).
+    async def wait_for(self, count: float, timeout: float, *, poll: float = 0.05,
+                       cpu: CpuSpan | None = None) -> float:
+        """Wait until ``count`` predictions.
 
-        Every poll reads the worker's /metrics, which costs the worker CPU and the GIL
-        (about a tenth of its samples at 20 polls a second): time a worker at full
-        speed with a slow poll and :func:`prediction_span` instead.
+        ``cpu`` (of the worker process) spans the first poll that saw a prediction to
+        the last poll; returns the predictions made within it. Every poll reads the
+        worker's /metrics, which costs the worker CPU and the GIL (about a tenth of its
+        samples at 20 polls a second): time a worker at full speed with a slow poll and
+        :func:`prediction_span` instead.
         """
         first: float | None = None
         deadline = time.monotonic() + timeout
         while True:
             done = self.predictions()
-            now = time.perf_counter()
             if first is None and done > 0:
-                first = now
+                first = done
+                if cpu is not None:
+                    cpu.start()
             if done >= count:
                 assert first is not None
-                return first, now
+                if cpu is not None:
+                    cpu.stop()
+                return done - first
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker made {done:.0f} of {count:.0f} predictions "
                                    f"within {timeout:.0f} s; see {self.log_path}")
@@ -320,18 +337,28 @@ async def _measure(settings: Settings, run: str, n: int, latency_seconds: float,
     await preload(settings, settings.events_topic, records)
 
     say("(a) raw aiokafka passthrough…")
-    raw_eps = await raw_passthrough(settings, raw_in, raw_out, n)
-    say(f"    {raw_eps:,.0f} events/s")
+    raw_cpu = CpuSpan(os.getpid())
+    raw_eps = await raw_passthrough(settings, raw_in, raw_out, n, cpu=raw_cpu)
+    say(f"    {raw_eps:,.0f} events/s{_cpu_text(raw_cpu, n)}")
 
     say("(b) shopcast worker…")
     worker = BenchWorker(settings, settings.data_dir / "worker.log")
     worker.start()
     try:
-        await worker.wait_for(n, timeout=max(300.0, n / 200), poll=1.0)
+        assert worker.process is not None
+        worker_cpu = CpuSpan(worker.process.pid)
+        counted = await worker.wait_for(n, timeout=max(300.0, n / 200), poll=1.0,
+                                        cpu=worker_cpu)
         # The first prediction marks the worker's start of work; count from there.
         worker_eps = (n - 1) / await prediction_span(settings, n)
-        say(f"    {worker_eps:,.0f} events/s (ratio {worker_eps / raw_eps:.3f})")
+        say(f"    {worker_eps:,.0f} events/s (ratio {worker_eps / raw_eps:.3f})"
+            f"{_cpu_text(worker_cpu, int(counted))}")
         result = PipelineResult(n, raw_eps, worker_eps, broker=settings.bootstrap_servers)
+        result.cpu = {"raw_us_per_event": _rounded(raw_cpu.per_event_us(n)),
+                      "worker_us_per_event": _rounded(worker_cpu.per_event_us(int(counted))),
+                      "raw_machine_cores": _rounded(raw_cpu.machine_cores(), 2),
+                      "worker_machine_cores": _rounded(worker_cpu.machine_cores(), 2),
+                      "cores": os.cpu_count()}
         more = simulated_traffic(first_user=2_000_000)
         for fraction in LOAD_FRACTIONS:
             rate = worker_eps * fraction
@@ -350,6 +377,18 @@ async def _measure(settings: Settings, run: str, n: int, latency_seconds: float,
     await _raw_latency(raw, result, simulated_traffic(first_user=3_000_000), latency_seconds,
                        say)
     return result
+
+
+def _cpu_text(cpu: CpuSpan, events: int) -> str:
+    per_event, cores = cpu.per_event_us(events), cpu.machine_cores()
+    if per_event is None or cores is None:
+        return ""
+    return (f", {per_event:,.0f} µs of CPU per event in its process, "
+            f"{cores:.1f} of {os.cpu_count()} cores busy")
+
+
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 async def _raw_latency(settings: Settings, result: PipelineResult,

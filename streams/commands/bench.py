@@ -72,6 +72,10 @@ def _pipeline(settings, args, say):  # type: ignore[no-untyped-def]
         if broker is not None:
             broker.stop()
     data = result.to_json()
+    cpu = data["cpu"]
+    per_event = "" if cpu.get("worker_us_per_event") is None else (
+        f" | CPU per event: raw {cpu['raw_us_per_event']:,.0f} µs, worker "
+        f"{cpu['worker_us_per_event']:,.0f} µs")
     say(f"raw {data['raw_eps']:,.0f} ev/s | worker {data['worker_eps']:,.0f} ev/s | ratio "
-        f"{data['throughput_ratio']:.3f}")
+        f"{data['throughput_ratio']:.3f}{per_event}")
     return data

@@ -42,6 +42,12 @@ def test_the_pipeline_bench_prints_both_throughputs_and_latency_with_its_floor(s
         assert raw["offered_eps"] == worker["offered_eps"]  # the floor at the same rate
         for lat in (worker, raw):
             assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    cpu = data["cpu"]  # this machine runs Linux: /proc answers
+    assert cpu["cores"] == os.cpu_count() and cpu["raw_us_per_event"] > 0
+    assert 0 < cpu["raw_machine_cores"] <= os.cpu_count() + 1  # 10 ms ticks in a short span
+    # The worker's span runs from one /metrics poll to another a second later: a run this
+    # short may be over before the second poll.
+    assert cpu["worker_us_per_event"] is None or cpu["worker_us_per_event"] > 0
     # Progress goes to stderr, the JSON line alone to stdout.
     assert "(a) raw aiokafka passthrough" in result.stderr
     # A run leaves nothing behind on the broker: a few hundred MB per run at 100k events.
