@@ -8,8 +8,8 @@
 pipeline_one_block.json: other runs whose workers are drawn beside the default one; see
 README.md for their commands)
 
-writes benchmarks/throughput.png, benchmarks/latency.png and
-benchmarks/inference.png next to this file.
+writes benchmarks/throughput.png, benchmarks/latency.png, benchmarks/inference.png and
+(for a run that measured CPU) benchmarks/cpu.png next to this file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 # Other pipeline runs drawn beside the default one: results file -> bar label.
 OTHER_RUNS = {
-    "pipeline_previous.json": "worker previous\n(669343d)",
+    "pipeline_previous.json": "worker previous\n(720a9ef)",
     "pipeline_before.json": "worker before\n(4ecddb3)",
     "pipeline_one_block.json": "worker, 1-block\nmodel (1606111)",
 }
@@ -92,6 +92,30 @@ def latency(pipeline: dict) -> None:
     fig.savefig(HERE / "latency.png", dpi=120)
 
 
+def cpu(pipeline: dict) -> bool:
+    """CPU per event of the raw loop and of the worker: where the throughput ratio comes from."""
+    measured = pipeline.get("cpu") or {}
+    raw, worker = measured.get("raw_us_per_event"), measured.get("worker_us_per_event")
+    if raw is None or worker is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    cores = measured.get("cores")
+    names = ["raw aiokafka\npassthrough", "shopcast worker"]
+    busy = [measured.get("raw_machine_cores"), measured.get("worker_machine_cores")]
+    bars = ax.barh(names, [raw, worker], color=["#888888", "#2b6cb0"])
+    for bar, value, machine in zip(bars, [raw, worker], busy, strict=True):
+        note = f"{value:,.0f} µs" + (f"  (machine: {machine:.1f} of {cores} cores busy)"
+                                      if machine is not None else "")
+        ax.annotate(note, (value, bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, worker * 1.9)
+    ax.set_xlabel("CPU µs per event, in the process that moves it")
+    ax.set_title("Where the throughput ratio comes from")
+    fig.tight_layout()
+    fig.savefig(HERE / "cpu.png", dpi=120)
+    return True
+
+
 def inference(result: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, by_batch in result["us_per_event"].items():
@@ -117,6 +141,8 @@ def main() -> None:
         throughput(pipeline, others)
         latency(pipeline)
         done += ["throughput.png", "latency.png"]
+        if cpu(pipeline):
+            done.append("cpu.png")
     if (RESULTS / "inference.json").exists():
         inference(last_json(RESULTS / "inference.json"))
         done.append("inference.png")

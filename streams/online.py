@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -23,14 +23,14 @@ from streams.metrics import WorkerMetrics, probability_bucket
 HIT_AT = 10
 
 
-@dataclass(slots=True)
-class _Last:
-    items: list[int]  # top-10 item vocabulary indices
-    action: int
-    # The oldest purchase prediction not yet resolved: (probability, event time ms).
-    purchase_p: float
-    purchase_ts: int
-    seen_s: float  # wall clock of the user's latest event here, for idle expiry
+# What is remembered of a user: (top-10 item vocabulary indices, the most likely action,
+# the oldest purchase prediction not yet resolved as probability and event time in ms,
+# the wall clock of the user's latest event here for idle expiry). A plain tuple of
+# numbers, not an object: the garbage collector stops tracking such tuples, where every
+# full collection visited each of up to max_users objects (and their lists) while
+# holding the GIL -- a pause of its own for every thread of the worker.
+_Last = tuple[tuple[int, ...], int, float, int, float]
+SEEN: Final = 4  # the index of the wall clock in _Last
 
 
 class OnlineAccuracy:
@@ -58,7 +58,7 @@ class OnlineAccuracy:
         # Plain Python values for the whole batch at once, and the counters added up once
         # at the end: numpy scalars and a locked increment per event cost more than the
         # scoring itself in this thread.
-        tops = top_items[:, :HIT_AT].tolist()
+        tops = [tuple(row) for row in top_items[:, :HIT_AT].tolist()]
         actions = next_action.argmax(axis=1).tolist()
         purchases = purchase.tolist()
         items = item_hits = scored = correct = 0
@@ -66,13 +66,14 @@ class OnlineAccuracy:
             last = self._last.pop(event.user_id, None)
             p, p_ts = purchases[row], event.ts_ms
             if last is not None:
+                last_items, last_action, open_p, open_ts, _ = last
                 if item_index[row] > 2:  # the event has an item the model knows
                     items += 1
-                    item_hits += item_index[row] in last.items
+                    item_hits += item_index[row] in last_items
                 scored += 1
-                correct += ACTION_INDEX[event.type] == last.action
-                p, p_ts = self._resolve_purchase(last, event, p, p_ts)
-            self._last[event.user_id] = _Last(tops[row], actions[row], p, p_ts, now)
+                correct += ACTION_INDEX[event.type] == last_action
+                p, p_ts = self._resolve_purchase(open_p, open_ts, event, p, p_ts)
+            self._last[event.user_id] = (tops[row], actions[row], p, p_ts, now)
             if len(self._last) > self.max_users:
                 self._last.popitem(last=False)
         for counter, n in ((m.online_item, items), (m.online_item_hits, item_hits),
@@ -81,23 +82,23 @@ class OnlineAccuracy:
                 counter.inc(n)
         if self.idle_s is not None:
             # Least recently seen first (a user's entry moves to the end on every event).
-            while self._last and now - next(iter(self._last.values())).seen_s > self.idle_s:
+            while self._last and now - next(iter(self._last.values()))[SEEN] > self.idle_s:
                 self._last.popitem(last=False)
 
     def forget(self, user_id: str) -> None:
         """Drop what is remembered about a user (an erasure request)."""
         self._last.pop(user_id, None)
 
-    def _resolve_purchase(self, last: _Last, event: Event, p: float, p_ts: int
-                          ) -> tuple[float, int]:
+    def _resolve_purchase(self, open_p: float, open_ts: int, event: Event, p: float,
+                          p_ts: int) -> tuple[float, int]:
         """Resolve the open purchase prediction if this event settles it; return the open one."""
-        bucket = probability_bucket(last.purchase_p)
-        if event.type == "purchase" and event.ts_ms - last.purchase_ts <= self.horizon_ms:
+        bucket = probability_bucket(open_p)
+        if event.type == "purchase" and event.ts_ms - open_ts <= self.horizon_ms:
             self.metrics.purchase_outcomes.labels(bucket, "purchase").inc()
-            self.metrics.purchase_expected.labels(bucket).inc(last.purchase_p)
+            self.metrics.purchase_expected.labels(bucket).inc(open_p)
             return p, p_ts
-        if event.ts_ms - last.purchase_ts > self.horizon_ms:
+        if event.ts_ms - open_ts > self.horizon_ms:
             self.metrics.purchase_outcomes.labels(bucket, "none").inc()
-            self.metrics.purchase_expected.labels(bucket).inc(last.purchase_p)
+            self.metrics.purchase_expected.labels(bucket).inc(open_p)
             return p, p_ts
-        return last.purchase_p, last.purchase_ts  # still open: keep the older prediction
+        return open_p, open_ts  # still open: keep the older prediction

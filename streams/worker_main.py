@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -19,6 +20,19 @@ log = logging.getLogger("shopcast.worker")
 # could wait for the other thread's whole interval: at low load that was latency, not
 # throughput.
 GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def freeze_startup_objects() -> int:
+    """Exempt every object alive now from the garbage collector's later full collections.
+
+    The modules, Faust and the bundle leave about 100,000 objects that live as long as
+    the process, and every full (generation 2) collection visited them all while holding
+    the GIL: measured at 96-159 ms each, every few seconds under load, a stall of every
+    thread of the worker that showed as the p99 latency. Returns how many were frozen.
+    """
+    gc.collect()  # what is garbage already goes now, rather than being kept forever
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> int:
@@ -42,6 +56,8 @@ def run_worker(settings: Settings, *, loglevel: str = "WARNING") -> int:
     # few per fetch and send) is built and then dropped -- measurable CPU, and escape
     # codes in the log files.
     process.spinner = None
+    frozen = freeze_startup_objects()
+    log.info("%d objects from start-up are exempt from garbage collection", frozen)
     try:
         process.execute_from_commandline()
     except SystemExit as exit_:

@@ -40,3 +40,19 @@ def test_without_an_idle_limit_only_max_users_bounds_it(monkeypatch):
     for user in ("a", "b", "c"):
         observe(tracker, user, 1)
     assert list(tracker._last) == ["b", "c"]
+
+
+def test_what_is_remembered_of_users_is_not_tracked_by_the_garbage_collector():
+    # Up to 200,000 users' entries: as objects, every full collection would visit them
+    # all while holding the GIL (a pause for every thread of the worker).
+    import gc
+
+    tracker = OnlineAccuracy(WorkerMetrics(), horizon_ms=86_400_000)
+    for user in range(50):
+        observe(tracker, f"u-{user}", 1)
+    # A tuple is untracked in a collection that finds nothing in it that could be; the
+    # items' tuple first, the entry holding it in the next.
+    gc.collect()
+    gc.collect()
+    assert len(tracker._last) == 50
+    assert not any(gc.is_tracked(entry) for entry in tracker._last.values())
