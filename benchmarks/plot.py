@@ -108,7 +108,7 @@ def cpu(pipeline: dict) -> bool:
                                       if machine is not None else "")
         ax.annotate(note, (value, bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=8)
-    ax.set_xlim(0, worker * 1.9)
+    ax.set_xlim(0, worker * 2.4)
     ax.set_xlabel("CPU µs per event, in the process that moves it")
     ax.set_title("Where the throughput ratio comes from")
     fig.tight_layout()
