@@ -7,9 +7,10 @@ split into groups of similar length (:data:`LENGTH_STEP`).
 
 A bundle whose model has windowed attention also has a step graph: the
 events of a user whose state is held (:mod:`streams.user_states`) run
-through the network alone, all of a batch's in one call
-(:mod:`streams.stepping`); a user's first event without a held state is
-scored from its whole window first, and leaves the state for the others.
+through the network alone, a call for each group of users with similar
+numbers of events in the batch (:mod:`streams.stepping`); a user's first
+event without a held state is scored from its whole window first, and
+leaves the state for the others.
 
 The scorer is plain Python with no Faust import; the worker calls
 :meth:`Scorer.predict` from a thread so inference never holds the event loop
