@@ -88,11 +88,13 @@ def fresh_groups(runs: Sequence[Run]) -> list[list[Run]]:
         by_size.setdefault((len(run.rows) - 1).bit_length(), []).append(run)
     groups: list[list[Run]] = []
     pending: list[Run] = []
+    events = 0  # in pending
     for size in sorted(by_size):
         pending += by_size[size]
-        if sum(len(run.rows) for run in pending) >= MIN_STEP_EVENTS:
+        events += sum(len(run.rows) for run in by_size[size])
+        if events >= MIN_STEP_EVENTS:
             groups.append(pending)
-            pending = []
+            pending, events = [], 0
     if pending:  # the most fresh events, too few for a call of their own
         if groups:
             groups[-1] += pending

@@ -195,19 +195,19 @@ class BenchWorker:
         samples at 20 polls a second): time a worker at full speed with a slow poll and
         :func:`prediction_span` instead.
         """
-        first: float | None = None
+        at_first_sight: float | None = None  # predictions when the first was seen
         deadline = time.monotonic() + timeout
         while True:
             done = self.predictions()
-            if first is None and done > 0:
-                first = done
+            if at_first_sight is None and done > 0:
+                at_first_sight = done
                 if cpu is not None:
                     cpu.start()
             if done >= count:
-                assert first is not None
+                assert at_first_sight is not None
                 if cpu is not None:
                     cpu.stop()
-                return done - first
+                return done - at_first_sight
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker made {done:.0f} of {count:.0f} predictions "
                                    f"within {timeout:.0f} s; see {self.log_path}")
