@@ -8,9 +8,11 @@ split into groups of similar length (:data:`LENGTH_STEP`).
 A bundle whose model has windowed attention also has a step graph: the
 events of a user whose state is held (:mod:`streams.user_states`) run
 through the network alone, a call for each group of users with similar
-numbers of events in the batch (:mod:`streams.stepping`); a user's first
-event without a held state is scored from its whole window first, and
-leaves the state for the others.
+numbers of events in the batch (:mod:`streams.stepping`), and so do a new
+user's (nothing came before them); a user's first event in the batch
+without a held state and with earlier events in its window (after a restart
+or a rebalance) is scored from its whole window first, and leaves the state
+for the others.
 
 The scorer is plain Python with no Faust import; the worker calls
 :meth:`Scorer.predict` from a thread so inference never holds the event loop
@@ -57,7 +59,7 @@ class Scores:
     top_scores: np.ndarray  # (B, K) float32
     purchase_probability: np.ndarray  # (B,) float32
     next_event_seconds: np.ndarray  # (B,) float32
-    stepped: int = 0  # rows scored by the step graph from a held state
+    stepped: int = 0  # rows scored by the step graph (from a held state or a first event)
 
 
 class Scorer:
@@ -92,6 +94,10 @@ class Scorer:
             layers = int(bundle.manifest["model"]["n_layers"])
             self.states = UserStates(state_users, depends_on=layers * (window - 1),
                                      record_size=self._record_size)
+            # The state before a user's first event: nothing (what it holds is never read).
+            heads = int(bundle.manifest["model"]["n_heads"])
+            d_head = int(bundle.manifest["model"]["d_model"]) // heads
+            self._empty = np.zeros((layers, 2, heads, window - 1, d_head), np.float32)
             self._min_len = window  # the step graph reads the window - 1 positions before
         # Item ids as an object array so a whole batch of indices maps in one take().
         self._item_ids = np.array([""] * 3 + bundle.items.tokens, dtype=object)
@@ -110,12 +116,14 @@ class Scorer:
         outputs: list[np.ndarray] = []
         stepped = 0
         pending = list(range(len(packed)))
-        # Usually two rounds: the first events of users without a held state, whole; then
-        # every other event, stepped (a call per group of runs with similar numbers of
-        # events). More only where a user's windows do not continue each other (each
+        # Usually one round: every event stepped (a call per group of runs with similar
+        # numbers of events). Two where users without a held state have earlier events
+        # (after a restart or a rebalance): their first events whole, then the rest
+        # stepped. More only where a user's windows do not continue each other (each
         # round scores at least one event of every pending user).
         while pending:
-            runs, misses = plan_runs(pending, users, packed, self.states, self._record_size)
+            runs, misses = plan_runs(pending, users, packed, self.states, self._record_size,
+                                     self._empty)
             if misses:
                 *part, states = self._by_length(packed, misses, [*MODEL_OUTPUTS, STATE_OUTPUT])
                 outputs = _place(outputs, len(packed), misses, part)

@@ -1,8 +1,10 @@
 """Which events of a batch the step graph can score, and its inputs for them.
 
 A *run* is one user's consecutive events in a batch whose state before the
-first one is held (:mod:`streams.user_states`): the step graph scores all of
-them in one row (see ``model_export.model.StepPredictor``). A run ends where
+first one is held (:mod:`streams.user_states`), or whose first one is the
+user's first event (a window of that event alone: nothing came before it, so
+an empty state is exact): the step graph scores all of them in one row (see
+``model_export.model.StepPredictor``). A run ends where
 the next window does not continue the previous one exactly (a redelivered
 event, an event dropped by the TTL, windows shorter than the model's reach
 that slide): that event waits for the next round, scored from its whole
@@ -40,12 +42,14 @@ class Run:
 
 
 def plan_runs(pending: Sequence[int], users: Sequence[str], windows: Sequence[bytes],
-              states: UserStates, record_size: int) -> tuple[list[Run], list[int]]:
+              states: UserStates, record_size: int, empty: np.ndarray
+              ) -> tuple[list[Run], list[int]]:
     """Runs for the pending rows, and the rows to score from their whole window first.
 
-    A user whose first pending event has no held state gets a miss: that
-    event is scored whole, its state kept, and the user's other events wait
-    for the next round.
+    A user whose first pending event has no held state (and a window of more
+    than that event: ``empty`` is the state before a user's first event) gets
+    a miss: that event is scored whole, its state kept, and the user's other
+    events wait for the next round.
     """
     by_user: dict[str, list[int]] = {}
     for row in pending:
@@ -55,6 +59,12 @@ def plan_runs(pending: Sequence[int], users: Sequence[str], windows: Sequence[by
     for user, rows in by_user.items():
         first = windows[rows[0]]
         past = states.before(user, first)
+        if past is None and len(first) == record_size:
+            # A new user (or one back after the TTL): in the step graph's input the
+            # positions before this event are padding, which attention never reads. So
+            # these users join the other runs instead of taking a whole-window call of
+            # their own -- under live load a chunk of a few events nearly always has one.
+            past = empty
         if past is None:
             misses.append(rows[0])
             continue

@@ -155,10 +155,10 @@ def user_histories(bundle, n_users=3, n_events=30):
 
 
 def test_held_states_give_the_predictions_of_whole_windows(bundle):
-    # The tiny bundle's windows hold 20 events and its attention reads 10: after the
-    # first event of each user, every event is stepped from the state its previous one
-    # left, in batches where a user has one event or several, and long after the
-    # windows are full and slide.
+    # The tiny bundle's windows hold 20 events and its attention reads 10: every event
+    # is stepped, each user's first from an empty state and every later one from the
+    # state its previous one left, in batches where a user has one event or several,
+    # and long after the windows are full and slide.
     assert bundle.step_path is not None and bundle.attention_window == 10
     history = user_histories(bundle)
     whole = Scorer(bundle, top_k=10)
@@ -172,7 +172,7 @@ def test_held_states_give_the_predictions_of_whole_windows(bundle):
             assert np.allclose(getattr(got, name), getattr(want, name), atol=1e-5), name
         assert np.array_equal(got.top_items[:, :3], want.top_items[:, :3])
         stepped += got.stepped
-    assert stepped == len(history) - 3  # all but each user's first event
+    assert stepped == len(history)
 
 
 def test_users_with_many_and_few_events_in_a_batch_are_stepped_in_separate_calls(bundle):
@@ -223,6 +223,23 @@ def test_a_window_that_is_not_the_held_one_plus_an_event_is_scored_whole(bundle)
     assert scorer.score([history[13]], ["u-0"]).stepped == 1
     scorer.forget("u-0")
     assert scorer.score([history[14]], ["u-0"]).stepped == 0
+
+
+def test_a_user_with_earlier_events_but_no_held_state_is_scored_whole_first(bundle):
+    # After a restart a worker holds no states, but the table holds the users' windows:
+    # the first event of each is scored from its whole window, the next from its state.
+    history = [body for user, body in user_histories(bundle, n_users=1) if user == "u-0"]
+    scorer = Scorer(bundle, top_k=10, state_users=100)
+    whole = Scorer(bundle, top_k=10)
+    calls = []
+    run = scorer.session.run
+    scorer.session.run = lambda names, feeds: calls.append(len(feeds["items"])) or run(names,
+                                                                                     feeds)
+    got = scorer.score(history[5:8], ["u-0"] * 3)
+    assert calls == [1] and got.stepped == 2
+    want = whole.score(history[5:8])
+    assert np.allclose(got.next_action, want.next_action, atol=1e-5)
+    assert np.array_equal(got.top_items[:, :3], want.top_items[:, :3])
 
 
 def test_no_state_is_held_when_it_is_turned_off(bundle):
