@@ -49,6 +49,7 @@ from streams.window import window_header
 log = logging.getLogger("shopcast.worker")
 
 SWEEP_SLICE = 5000  # windows examined between yields to the event loop
+PRODUCE_BATCH_BYTES = 256 * 1024  # at most, per partition and request (the broker takes 1 MB)
 LAG_INTERVAL_S = 5.0
 
 
@@ -122,6 +123,11 @@ def create_worker(settings: Settings, bundle: Bundle | None = None,
         broker_rebalance_timeout=30.0,
         stream_recovery_delay=0.0,
         producer_linger=0.005,
+        # A chunk's records for one partition in one record batch: a second batch for a
+        # partition waits until the first has left, and aiokafka keeps one request in
+        # flight, so with the 16 KB default (16 windows or ~27 predictions) a chunk took
+        # several produce round trips. A batch grows as records are added.
+        producer_max_batch_size=PRODUCE_BATCH_BYTES,
         Monitor=LeanMonitor,
     )
     app.sensors.add(RebalanceSensor(metrics))
@@ -166,9 +172,9 @@ def _wire(worker: Worker) -> None:
         current.enter()
         for start in range(0, len(messages), settings.batch_size):
             chunk = messages[start:start + settings.batch_size]
-            scoring = await _admit_chunk(worker, chunk, windows, outbox, current, track_offsets)
+            scoring = _admit_chunk(worker, chunk, windows, outbox, current)
             await finishing.settle()  # the previous chunk's predictions go out first
-            finishing.start(_finish(worker, scoring, outbox))
+            finishing.start(_finish(worker, scoring, outbox, track_offsets))
 
     install(app, {settings.events_topic, rekey_topic(settings)}, process,
             settle=finishing.settle, fetch_max_wait_ms=settings.batch_max_wait_ms)
@@ -179,11 +185,12 @@ def _wire(worker: Worker) -> None:
     @app.agent(erasures, name="shopcast.erase")  # type: ignore[arg-type]
     async def erase(stream: Stream) -> None:
         async for event in stream.events():
-            _erase(worker, event, audit)
+            _erase(worker, event, audit, outbox)
+            await outbox.send()
 
     @app.timer(settings.window_sweep_seconds, name="shopcast.expire_windows")
     async def expire_windows() -> None:
-        await _sweep(worker)
+        await _sweep(worker, outbox)
 
     @app.timer(LAG_INTERVAL_S, name="shopcast.consumer_lag")
     async def consumer_lag() -> None:
@@ -214,22 +221,24 @@ class Scoring:
     predictions: asyncio.Future[list[bytes]] | None
 
 
-async def _admit_chunk(worker: Worker, messages: list[Message], windows: TableWindows,
-                       outbox: Outbox, current: CurrentRecord, track_offsets: bool) -> Scoring:
-    """Admit a chunk of records, send their window updates and start scoring them."""
+def _admit_chunk(worker: Worker, messages: list[Message], windows: TableWindows,
+                 outbox: Outbox, current: CurrentRecord) -> Scoring:
+    """Admit a chunk of records, queue their window updates and start scoring them."""
     ready = _admit_batch(worker, messages, windows, outbox, current)
-    windows.flush()  # each window's last state in this chunk goes to the changelog
-    sent = await outbox.send()  # window changelog, dead letters, re-keyed events
-    if track_offsets:
-        remember_persisted_offsets(worker.table, sent)
+    # Each window's last state in this chunk, for the changelog. Queued, not sent: the
+    # chunk's window updates, dead letters and re-keyed events leave in the same produce
+    # request as predictions (this chunk's or the one before's), one request per chunk
+    # instead of two -- aiokafka builds each in Python and keeps one in flight.
+    windows.flush()
     scored_at = int(time.time() * 1000)
     future = asyncio.get_running_loop().run_in_executor(
         worker.executor, partial(worker.score, ready, scored_at)) if ready else None
     return Scoring(messages, ready, scored_at, future)
 
 
-async def _finish(worker: Worker, scoring: Scoring, outbox: Outbox) -> None:
-    """Send a scored chunk's predictions, then acknowledge its records."""
+async def _finish(worker: Worker, scoring: Scoring, outbox: Outbox, track_offsets: bool
+                  ) -> None:
+    """Send a scored chunk's predictions and what else it queued, then acknowledge its records."""
     settings, metrics, ready = worker.settings, worker.metrics, scoring.ready
     if scoring.predictions is not None:
         try:
@@ -245,7 +254,10 @@ async def _finish(worker: Worker, scoring: Scoring, outbox: Outbox) -> None:
                 outbox.add(settings.predictions_topic, r.event.user_id.encode("utf-8"),
                            prediction, r.source.partition)
             metrics.predictions.inc(len(predictions))
-        await outbox.send()
+    sent = await outbox.send()  # also the window changelog, dead letters, re-keyed events
+    if track_offsets:
+        remember_persisted_offsets(worker.table, sent)
+    if ready:
         metrics.observe_sent(time.time(), [r.event.ts_ms for r in ready],
                              [r.source.timestamp_ms for r in ready])
     ack_all(worker.app.consumer, scoring.messages)
@@ -285,8 +297,12 @@ def _dead_letter_batch(worker: Worker, ready: list[Ready], outbox: Outbox, exc: 
         worker.metrics.dead_letters.labels("scoring_failed").inc()
 
 
-def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
-    """Delete a user's window, tombstone it on its changelog partition, confirm on audit."""
+def _erase(worker: Worker, event: EventT, audit: faust.TopicT, outbox: Outbox) -> None:
+    """Delete a user's window, queue its tombstone for the changelog, confirm on audit.
+
+    The tombstone goes through the outbox, behind any write of the window still
+    queued there, so that the changelog never ends with the erased window.
+    """
     request = ErasureRequest.from_json(event.message.value)
     if request is None:
         log.warning("skipped an erasure request that is not one (partition %d offset %d)",
@@ -299,7 +315,7 @@ def _erase(worker: Worker, event: EventT, audit: faust.TopicT) -> None:
     # used a custom partitioner, and the tombstone must land where the window is.
     partition = header.partition if header is not None else event.message.partition
     if stored is not None:
-        worker.table.send_changelog(partition, key, None, value_serializer="raw")
+        outbox.add(worker.table.changelog_topic.get_topic_name(), key, None, partition)
         worker.metrics.users.dec()
     worker.online.forget(request.user_id)
     # In the scorer's thread, after the batches already handed to it: none of them can
@@ -316,12 +332,13 @@ def _active_partitions(worker: Worker) -> set[int]:
     return {tp.partition for tp in assigned if tp.topic == worker.settings.events_topic}
 
 
-async def _sweep(worker: Worker) -> None:
+async def _sweep(worker: Worker, outbox: Outbox) -> None:
     """Delete and tombstone windows idle for longer than the TTL; update the users gauge."""
     partitions = _active_partitions(worker)
     if not partitions:
         return
     table, result = worker.table, SweepResult()
+    changelog = table.changelog_topic.get_topic_name()
     items = list(table.data.items())  # a snapshot: the agent may write meanwhile
     now_ms = int(time.time() * 1000)
     for start in range(0, len(items), SWEEP_SLICE):
@@ -329,8 +346,9 @@ async def _sweep(worker: Worker) -> None:
         for expired in sweep(chunk, now_ms=now_ms, ttl_ms=worker.settings.window_ttl_ms,
                              partitions=partitions, result=result):
             table.data.pop(expired.key, None)
-            table.send_changelog(expired.partition, expired.key, None, value_serializer="raw")
+            outbox.add(changelog, expired.key, None, expired.partition)  # behind queued writes
             worker.metrics.expired.inc()
+        await outbox.send()
         await asyncio.sleep(0)
     worker.metrics.users.set(result.live)
 

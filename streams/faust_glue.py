@@ -72,12 +72,15 @@ class Outbox:
 
     Messages with a known partition go out as one record batch per partition
     (aiokafka's ``send_batch``), which costs a fraction of a ``send`` per
-    message; the order within each partition is the order they were added.
+    message; the order within each partition is the order they were added,
+    across :meth:`send` calls too (a window's tombstone never overtakes a
+    write of it queued before).
     """
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.pending: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self._sending: asyncio.Lock | None = None
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
             partition: int | None = None) -> None:
@@ -86,6 +89,13 @@ class Outbox:
 
     async def send(self) -> list[Any]:
         """Hand every queued message to the producer; returns their delivery futures."""
+        if self._sending is None:
+            self._sending = asyncio.Lock()
+        # One send at a time: another one's batches could otherwise reach the producer first.
+        async with self._sending:
+            return await self._send()
+
+    async def _send(self) -> list[Any]:
         # The aiokafka producer inside Faust's: the one Faust flushes before committing.
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         pending, self.pending = self.pending, []
