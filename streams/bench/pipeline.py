@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+import streams
 from streams.bench.cpu import CpuSpan
 from streams.embedded_broker import free_port
 from streams.eventlog import LogRecord
@@ -152,8 +153,8 @@ class BenchWorker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the worker process."""
-        env = {**os.environ, **self.settings.to_environment()}
+        """Start the worker process, on the code this benchmark runs."""
+        env = {**os.environ, **self.settings.to_environment(), **_same_code()}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(  # noqa: S603 - our own CLI
@@ -212,6 +213,19 @@ class BenchWorker:
                 raise RuntimeError(f"the worker made {done:.0f} of {count:.0f} predictions "
                                    f"within {timeout:.0f} s; see {self.log_path}")
             await asyncio.sleep(poll)
+
+
+def _same_code() -> dict[str, str]:
+    """Environment that makes a ``python -m streams.cli`` child import this process's streams.
+
+    ``-m`` puts the working directory first on the child's path: a benchmark of a
+    ``git worktree`` (PYTHONPATH=worktree) run from the main checkout would time
+    the main checkout's worker against the worktree's raw loop.
+    """
+    root = str(Path(streams.__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join([root, inherited] if inherited else [root]),
+            "PYTHONSAFEPATH": "1"}
 
 
 async def prediction_span(settings: Settings, n: int) -> float:
