@@ -227,8 +227,8 @@ def _admit_chunk(worker: Worker, messages: list[Message], windows: TableWindows,
     ready = _admit_batch(worker, messages, windows, outbox, current)
     # Each window's last state in this chunk, for the changelog. Queued, not sent: the
     # chunk's window updates, dead letters and re-keyed events leave in the same produce
-    # request as predictions (this chunk's or the one before's), one request per chunk
-    # instead of two -- aiokafka builds each in Python and keeps one in flight.
+    # request as predictions (this chunk's or the one before's) -- aiokafka builds each
+    # request in Python and keeps one in flight.
     windows.flush()
     scored_at = int(time.time() * 1000)
     future = asyncio.get_running_loop().run_in_executor(

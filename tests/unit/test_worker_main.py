@@ -10,7 +10,9 @@ def test_start_up_objects_are_left_out_of_later_full_collections():
     try:
         frozen = freeze_startup_objects()
         # A full collection now visits what was made since, not the modules and the app.
-        assert frozen == gc.get_freeze_count() >= alive // 2
+        # Frozen objects may still be freed meanwhile (by another thread of the test
+        # session too), never added: the count can only shrink.
+        assert alive // 2 <= gc.get_freeze_count() <= frozen
         assert len(gc.get_objects()) < frozen // 10
     finally:
         gc.unfreeze()  # the rest of the test session collects as usual
