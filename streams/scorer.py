@@ -39,6 +39,7 @@ from streams.encoding import (
     batch_inputs,
     record_dtype,
 )
+from streams.grouping import by_size
 from streams.online import HIT_AT
 from streams.stepping import Run, fresh_groups, plan_runs, step_inputs
 from streams.user_states import UserStates
@@ -254,17 +255,6 @@ def _length_groups(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:
     """
     if len(lengths) < 2 * MIN_GROUP:
         return [np.arange(len(lengths))]
-    steps = (np.minimum(lengths, max_len) + LENGTH_STEP - 1) // LENGTH_STEP
-    groups: list[np.ndarray] = []
-    pending = np.empty(0, dtype=np.int64)
-    for step in np.unique(steps):
-        pending = np.concatenate([pending, np.flatnonzero(steps == step)])
-        if len(pending) >= MIN_GROUP:
-            groups.append(pending)
-            pending = np.empty(0, dtype=np.int64)
-    if len(pending):  # the longest windows, too few for a call of their own
-        if groups:
-            groups[-1] = np.concatenate([groups[-1], pending])
-        else:
-            groups.append(pending)
-    return groups
+    steps = ((np.minimum(lengths, max_len) + LENGTH_STEP - 1) // LENGTH_STEP).tolist()
+    groups = by_size(range(len(steps)), steps.__getitem__, lambda _: 1, MIN_GROUP)
+    return [np.array(group, dtype=np.int64) for group in groups]

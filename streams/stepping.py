@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streams.encoding import EncodingSpec, batch_inputs
+from streams.grouping import by_size
 from streams.user_states import UserStates
 
 # A call pads every run to the most fresh events of any run in it, and the blocks run on
@@ -93,24 +94,8 @@ def fresh_groups(runs: Sequence[Run]) -> list[list[Run]]:
     77-94 in groups; the worker's chunks come a partition at a time, where
     users' numbers of events differ less, and measured the same either way.
     """
-    by_size: dict[int, list[Run]] = {}
-    for run in runs:
-        by_size.setdefault((len(run.rows) - 1).bit_length(), []).append(run)
-    groups: list[list[Run]] = []
-    pending: list[Run] = []
-    events = 0  # in pending
-    for size in sorted(by_size):
-        pending += by_size[size]
-        events += sum(len(run.rows) for run in by_size[size])
-        if events >= MIN_STEP_EVENTS:
-            groups.append(pending)
-            pending, events = [], 0
-    if pending:  # the most fresh events, too few for a call of their own
-        if groups:
-            groups[-1] += pending
-        else:
-            groups.append(pending)
-    return groups
+    return by_size(runs, lambda run: (len(run.rows) - 1).bit_length(),
+                   lambda run: len(run.rows), MIN_STEP_EVENTS)
 
 
 def step_inputs(runs: Sequence[Run], spec: EncodingSpec) -> dict[str, np.ndarray]:
