@@ -80,7 +80,7 @@ class Outbox:
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.pending: list[tuple[str, bytes | None, bytes | None, int | None]] = []
-        self._sending: asyncio.Lock | None = None
+        self._sending = asyncio.Lock()  # bound to the event loop at its first use
 
     def add(self, topic: str, key: bytes | None, value: bytes | None,
             partition: int | None = None) -> None:
@@ -89,8 +89,6 @@ class Outbox:
 
     async def send(self) -> list[Any]:
         """Hand every queued message to the producer; returns their delivery futures."""
-        if self._sending is None:
-            self._sending = asyncio.Lock()
         # One send at a time: another one's batches could otherwise reach the producer first.
         async with self._sending:
             return await self._send()
