@@ -177,7 +177,8 @@ def _wire(worker: Worker) -> None:
             finishing.start(_finish(worker, scoring, outbox, track_offsets))
 
     install(app, {settings.events_topic, rekey_topic(settings)}, process,
-            settle=finishing.settle, fetch_max_wait_ms=settings.batch_max_wait_ms)
+            settle=finishing.settle, fetch_max_wait_ms=settings.batch_max_wait_ms,
+            fetch_min_bytes=settings.batch_min_bytes)
 
     erasures = app.topic(settings.erasure_topic, allow_empty=True)
     audit = app.topic(settings.audit_topic)

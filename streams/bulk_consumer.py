@@ -46,6 +46,9 @@ MAX_BULK = 2048
 # data arrives, but tansu (the embedded broker) waits the full time, which then
 # shows up as latency. install() sets SHOPCAST_BATCH_MAX_WAIT_MS instead.
 FETCH_MAX_WAIT_MS = 20
+# What a fetch waits for (up to the wait above); aiokafka's default is a single byte.
+# install() sets SHOPCAST_BATCH_MIN_BYTES.
+FETCH_MIN_BYTES = 1
 
 # Longest a stopping worker waits for the records being processed to be acknowledged. A
 # stop should never hang: whatever is still unacknowledged then is simply not committed.
@@ -58,6 +61,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mi
         # Read when its fetcher starts.
         consumer._fetch_max_wait_ms = getattr(self.consumer, "fetch_max_wait_ms",
                                               FETCH_MAX_WAIT_MS)
+        consumer._fetch_min_bytes = getattr(self.consumer, "fetch_min_bytes", FETCH_MIN_BYTES)
         return consumer
 
 
@@ -68,6 +72,7 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     bulk_handler: BulkHandler | None = None
     bulk_settle: Settle | None = None
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+    fetch_min_bytes: int = FETCH_MIN_BYTES
 
     # Revocations so far; a batch fetched before one is stale (see _hand_over).
     _revocations = 0
@@ -231,19 +236,21 @@ class BulkConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
 
 def install(app: Any, topics: set[str], handler: BulkHandler, *,
-            settle: Settle | None = None, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+            settle: Settle | None = None, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+            fetch_min_bytes: int = FETCH_MIN_BYTES) -> None:
     """Make ``app`` deliver ``topics`` in bulk to ``handler`` (call before the worker starts).
 
-    A fetch returns what has arrived, waiting at most ``fetch_max_wait_ms`` for the first
-    record: each fetched batch is one handler call, so this bounds how long a batch waits
-    to fill (Apache Kafka answers as soon as a record arrives; tansu waits it out). A
-    handler that returns before its batch is acknowledged gives ``settle``, which waits
-    for that; it runs before partitions are revoked.
+    A fetch returns once ``fetch_min_bytes`` of records have arrived, or after
+    ``fetch_max_wait_ms`` with what has (Apache Kafka answers then; tansu always waits
+    the full time): each fetched batch is one handler call, so these bound how long a
+    batch waits to fill. A handler that returns before its batch is acknowledged gives
+    ``settle``, which waits for that; it runs before partitions are revoked.
     """
     consumer_cls = type("ShopcastBulkConsumer", (BulkConsumer,),
                         {"bulk_topics": frozenset(topics), "bulk_handler": staticmethod(handler),
                          "bulk_settle": staticmethod(settle) if settle else None,
-                         "fetch_max_wait_ms": max(1, fetch_max_wait_ms)})
+                         "fetch_max_wait_ms": max(1, fetch_max_wait_ms),
+                         "fetch_min_bytes": max(1, fetch_min_bytes)})
     app.transport.Consumer = consumer_cls
 
 

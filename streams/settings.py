@@ -65,8 +65,13 @@ class Settings(BaseSettings):
     # How often to look for a new bundle at bundle_path, served without a restart (0: never).
     bundle_watch_seconds: int = Field(10, ge=0, le=3600)
     batch_size: int = Field(256, ge=1, le=10_000)
-    # The consumer's fetch wait: what one fetch brings is one batch (streams/bulk_consumer.py).
+    # What one fetch brings is one batch (streams/bulk_consumer.py): a fetch waits for
+    # batch_min_bytes of events, at most batch_max_wait_ms. Every batch has a fixed cost
+    # (a fetch, a model call, a produce request: ~5-7 ms of CPU at a few events, measured
+    # in benchmarks/README.md), so waiting to fill spends less CPU per event at moderate
+    # rates, for up to batch_max_wait_ms of latency when traffic is light.
     batch_max_wait_ms: int = Field(10, ge=0, le=10_000)
+    batch_min_bytes: int = Field(64 * 1024, ge=1, le=16 * 1024 * 1024)
     top_k: int = Field(10, ge=1, le=100)
     max_future_seconds: int = Field(24 * 3600, ge=0)
     inference_threads: int = Field(1, ge=1, le=64)

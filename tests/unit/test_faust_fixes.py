@@ -289,3 +289,27 @@ def test_a_bulk_ack_does_what_one_faust_ack_per_record_does():
     assert [m.acked for m in at_once] == [m.acked for m in one_by_one]
     assert len(bulk_way._unacked_messages) == len(faust_way._unacked_messages)
     assert bulk_way._n_acked == 3  # 4 and 6 of partition 0 and 6 of partition 1, once each
+
+
+def test_the_worker_fetches_batches_of_the_configured_size_and_wait(tiny_bundle):
+    # Faust builds its aiokafka consumer with a fixed 1.5 s wait and a one-byte minimum;
+    # the worker's bulk consumer takes both from the settings instead.
+    from streams.app import create_worker
+    from streams.settings import load_settings
+
+    worker = create_worker(load_settings(bundle_path=tiny_bundle, bundle_watch_seconds=0,
+                                         batch_max_wait_ms=7, batch_min_bytes=4096))
+
+    async def built_consumer():
+        consumer = worker.app.consumer._new_consumer_thread()._create_worker_consumer(
+            worker.app.transport)
+        try:
+            return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
+        finally:
+            await consumer.stop()
+
+    try:
+        assert asyncio.run(built_consumer()) == (7, 4096)
+        assert load_settings().batch_min_bytes == 64 * 1024  # the default
+    finally:
+        worker.executor.shutdown(wait=False)
