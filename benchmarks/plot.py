@@ -27,7 +27,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 # Other pipeline runs drawn beside the default one: results file -> bar label.
 OTHER_RUNS = {
-    "pipeline_previous.json": "worker previous\n(cf01c54)",
+    "pipeline_previous.json": "worker previous\n(cfa5ed5)",
     "pipeline_before.json": "worker before\n(4ecddb3)",
     "pipeline_one_block.json": "worker, 1-block\nmodel (1606111)",
 }

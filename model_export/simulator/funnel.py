@@ -265,7 +265,7 @@ def draw_item(mix: Mixture, rng: random.Random) -> int:
     if kind == POINT:
         return payload  # type: ignore[return-value]
     if kind == POOL:
-        return payload.sample(rng)  # type: ignore[union-attr]
+        return payload.sample(rng)  # type: ignore[attr-defined]
     items: tuple[int, ...] = payload  # type: ignore[assignment]
     return items[int(rng.random() * len(items))]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -64,7 +64,7 @@ def open_output(path: str | Path) -> IO[bytes]:
     if path.suffix == ".gz":
         raw = open(path, "wb")  # noqa: SIM115 - closed through the GzipFile wrapper below
         # mtime=0 and no file name in the header: same content, same bytes.
-        return _ClosingGzip(raw)
+        return cast(IO[bytes], _ClosingGzip(raw))  # GzipFile is a BufferedIOBase, not an IO
     return open(path, "wb")
 
 
