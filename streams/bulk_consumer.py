@@ -4,7 +4,7 @@ Faust delivers each fetched record on its own: its fetch loop awaits
 ``wait_first(callback(message), suspend_flow.wait())`` -- two new tasks per
 record -- and the conductor then builds an Event, queues it and the stream
 pulls it back out. That plumbing costs several times shopcast's whole
-per-event work (see benchmarks/README.md). :class:`BulkConsumer` keeps
+per-event work (see benchmarks/history.md). :class:`BulkConsumer` keeps
 everything else of Faust's consumer (group membership, assignment,
 co-partitioned tables and their recovery, offset tracking and commits,
 flow control during rebalances) and changes one thing: records of the bulk
