@@ -78,6 +78,27 @@ def produce(settings: Settings, topic: str, records: Iterable[tuple[Key, Value]]
 
 # --- consume ---------------------------------------------------------------------------------
 
+async def assign_from_start(consumer: AIOKafkaConsumer, topic: str, *, patience: float
+                            ) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to a started ``consumer``, at its first offset.
+
+    A topic created a moment ago may not be in the broker's metadata yet: wait up to
+    ``patience`` seconds for it, then an ``AssertionError`` says it does not exist.
+    """
+    partitions = consumer.partitions_for_topic(topic)
+    deadline = time.monotonic() + patience
+    while not partitions and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise AssertionError(f"topic {topic!r} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
+
+
 async def aconsume(settings: Settings, topic: str, *, count: int | None = None,
                    timeout: float = 30.0, strict: bool = True) -> list[ConsumerRecord]:
     """Read ``topic`` from the beginning of every partition, without a consumer group.
@@ -95,18 +116,7 @@ async def aconsume(settings: Settings, topic: str, *, count: int | None = None,
 
     async def read() -> None:
         await consumer.start()
-        partitions = consumer.partitions_for_topic(topic)
-        patience = time.monotonic() + min(timeout, 10)
-        while not partitions and time.monotonic() < patience:
-            # A topic created a moment ago may not be in the broker's metadata yet.
-            await asyncio.sleep(0.2)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise AssertionError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        tps = await assign_from_start(consumer, topic, patience=min(timeout, 10))
         ends = None if count is not None else await consumer.end_offsets(tps)
         while True:
             if count is not None and len(records) >= count:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
@@ -39,6 +39,7 @@ from streams.scorer import Scorer
 from streams.settings import Settings
 from streams.topics import changelog_topic
 from streams.window import UserWindow
+from tests.integration.kafka_helpers import assign_from_start
 from tests.toy_shop import toy_events
 
 NOW_MS = 1_764_400_000_000  # a fixed "now" for the reference (toy events are older)
@@ -146,16 +147,7 @@ async def _read(settings: Settings, topic: str, *, until: Any = None, timeout: f
     deadline = time.monotonic() + timeout
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise AssertionError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        tps = await assign_from_start(consumer, topic, patience=deadline - time.monotonic())
         ends = None if until is not None else await consumer.end_offsets(tps)
         while time.monotonic() < deadline:
             if ends is None and until(records):
